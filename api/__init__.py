@@ -1,0 +1,1 @@
+"""api tier (see docs/architecture.md)."""

@@ -1,0 +1,176 @@
+"""Outbox benchmark: commands committed, relayed to Redis Streams and applied by a consumer, end to end.
+
+    python -m bench.outbox [--events 30000] [--writers 16]
+
+Writers (this process) handle PlaceOrder commands through the bus: each commits an order row, its event and
+an outbox row in one transaction. The relay and a consumer run as separate processes, as in production; the
+consumer applies each event exactly once (dedupe row + effect in one transaction). Prints figures as one JSON
+object on the last line: events/s end to end, commit latency p50/p99, delivery latency p50/p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import psycopg
+
+from bench.common import Servers, percentile, resolve_servers, scratch_database
+from core.bootstrap import bootstrap
+from core.domain.messages import Event
+from core.messaging.consumer import ConsumerConfig, StreamConsumer
+from core.messaging.streams import Stream
+from core.settings import load_settings
+from core.uow import UnitOfWork
+from tests.support import place_command, seed_users
+
+EFFECT_DDL = "CREATE TABLE IF NOT EXISTS bench_effects (event_id uuid, occurred_at timestamptz, applied_at timestamptz)"
+
+
+async def _consume(group: str, expected: int) -> None:
+    """Consumer process: apply every event once, until ``expected`` effects exist."""
+    settings = load_settings()
+    kernel = await bootstrap(settings, os.environ["DATABASE_URL"], os.environ["REDIS_URL"], service="bench-consumer")
+
+    async def effect(event: Event, uow: UnitOfWork) -> None:
+        await uow.connection.execute(
+            "INSERT INTO bench_effects VALUES (%s, %s, clock_timestamp())",
+            (event.event_id, event.occurred_at),
+        )
+
+    consumer = StreamConsumer(
+        kernel.redis,
+        kernel.uow_factory,
+        kernel.names,
+        kernel.codec,
+        kernel.metrics,
+        effect,
+        ConsumerConfig(group=group, streams=[Stream.ORDER_EVENTS], batch_size=1000, block_ms=50),
+    )
+    await consumer.setup()
+    applied = 0
+    while applied < expected:
+        await consumer.poll_once()
+        applied = int(
+            kernel.metrics.bus_consumed.labels(stream=f"{kernel.names.prefix}order.events", consumer=group)._value.get()
+        )
+    await kernel.close()
+
+
+def _child_env(servers: Servers, database_url: str, prefix: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": servers.redis_url,
+        "PATRIOT_REDIS_PREFIX": prefix,
+        "PATRIOT_LOG_LEVEL": "WARNING",
+    }
+
+
+async def run(events: int, writers: int) -> dict[str, float | int]:
+    servers = resolve_servers()
+    prefix = f"bench-{uuid.uuid4().hex[:8]}:"
+    with scratch_database(servers) as database_url:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            users = await seed_users(conn, 100)
+            await conn.execute(EFFECT_DDL)
+        env = _child_env(servers, database_url, prefix)
+        group = "bench"
+        relay = subprocess.Popen([sys.executable, "-m", "cli.main", "relay"], env=env)
+        consumer = subprocess.Popen(
+            [sys.executable, "-m", "bench.outbox", "--consume", group, "--events", str(events)], env=env
+        )
+        os.environ.update(PATRIOT_REDIS_PREFIX=prefix)
+        settings = load_settings()
+        kernel = await bootstrap(settings, database_url, servers.redis_url, service="bench")
+        latencies: list[float] = []
+        await asyncio.sleep(2.0)  # let relay and consumer finish importing
+        started = time.perf_counter()
+        next_index = iter(range(events))
+
+        async def writer() -> None:
+            for i in next_index:
+                user, account = users[i % len(users)]
+                t0 = time.perf_counter()
+                await kernel.bus.handle(place_command(user, account))
+                latencies.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(writer() for _ in range(writers)))
+        committed = time.perf_counter()
+        print(
+            f"committed {events} commands in {committed - started:.1f}s; waiting for delivery ...",
+            file=sys.stderr,
+        )
+        try:
+            consumer.wait(timeout=300)
+        finally:
+            delivered = time.perf_counter()
+            relay.terminate()
+            relay.wait(10)
+            if consumer.poll() is None:
+                consumer.kill()
+        async with kernel.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*), count(DISTINCT event_id), "
+                "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM applied_at - occurred_at)), "
+                "percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM applied_at - occurred_at)) "
+                "FROM bench_effects"
+            )
+            applied, distinct, lag50, lag99 = await cur.fetchone()  # type: ignore[misc]
+        await kernel.close()
+        await _drop_keys(servers.redis_url, prefix)
+    if applied != events or distinct != events:
+        raise SystemExit(f"delivery check failed: {applied} effects, {distinct} distinct, {events} expected")
+    return {
+        "events": events,
+        "writers": writers,
+        "events_per_s": round(events / (delivered - started), 1),
+        "commands_per_s": round(events / (committed - started), 1),
+        "commit_p50_ms": round(percentile(latencies, 50) * 1000, 3),
+        "commit_p99_ms": round(percentile(latencies, 99) * 1000, 3),
+        "delivery_p50_ms": round(float(lag50) * 1000, 2),
+        "delivery_p99_ms": round(float(lag99) * 1000, 2),
+    }
+
+
+async def _drop_keys(redis_url: str, prefix: str) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=30_000)
+    parser.add_argument("--writers", type=int, default=16)
+    parser.add_argument("--consume", metavar="GROUP", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    runner = _runner()
+    if args.consume:
+        runner(_consume(args.consume, args.events))
+        return
+    figures = runner(run(args.events, args.writers))
+    print(json.dumps(figures))
+
+
+def _runner():  # type: ignore[no-untyped-def]
+    try:
+        import uvloop
+
+        return uvloop.run
+    except ImportError:
+        return asyncio.run
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The ``patriot`` command: run the platform (``up`` / ``down``), its processes, and operator tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from cli.keys import keys_app
+from cli.supervisor import ServiceSpec, Supervisor, process_alive
+from core.observability.logging import configure_logging
+from core.runtime.embedded import Endpoints, running_services, start_services, stop_services
+from core.settings import Settings, load_settings
+
+app = typer.Typer(help="PATRIOT: multi-user crypto hedge-fund platform.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema and maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+
+
+def _settings(service: str) -> Settings:
+    settings = load_settings()
+    configure_logging(service, settings.observability.log_level, json_output=settings.observability.log_json)
+    return settings
+
+
+def _endpoints(settings: Settings) -> Endpoints:
+    """The configured servers, or the embedded ones (started, or reused when already running)."""
+    try:
+        return start_services(settings)
+    except Exception as exc:
+        typer.secho(f"error: could not start the embedded services: {exc}", fg="red", err=True)
+        typer.secho("Set DATABASE_URL and REDIS_URL to use existing servers instead.", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _migrate(database_url: str) -> None:
+    from core.db.migrate import upgrade
+    from core.db.partitions import run_partition_maintenance
+
+    upgrade(database_url)
+    run_partition_maintenance(database_url)
+
+
+def _check_master_key(settings: Settings) -> None:
+    from core.security.master_key import MasterKeyMissing, load_keyring
+
+    try:
+        load_keyring(settings.security, settings.runtime)
+    except MasterKeyMissing as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _pidfile(settings: Settings) -> Path:
+    return settings.runtime.data_dir / "up.pid"
+
+
+@app.command()
+def up() -> None:
+    """Start everything: embedded PostgreSQL and Valkey (unless URLs are set), migrations, platform services."""
+    settings = _settings("supervisor")
+    settings.runtime.data_dir.mkdir(parents=True, exist_ok=True)
+    pidfile = _pidfile(settings)
+    if pidfile.exists() and process_alive(int(pidfile.read_text() or 0)):
+        typer.echo(f"PATRIOT is already running (pid {pidfile.read_text()}); `patriot down` stops it.")
+        raise typer.Exit(1)
+    _check_master_key(settings)
+    endpoints = _endpoints(settings)
+    typer.echo("applying migrations ...")
+    _migrate(endpoints.database_url)
+    env = {**os.environ, "DATABASE_URL": endpoints.database_url, "REDIS_URL": endpoints.redis_url}
+    supervisor = Supervisor(env, [ServiceSpec("relay", ["relay"], "outbox -> Redis Streams")])
+    stop_requested = [False]
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        stop_requested[0] = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    pidfile.write_text(str(os.getpid()))
+    try:
+        supervisor.start()
+        _print_summary(settings, endpoints, supervisor)
+        supervisor.watch(stop_requested)
+    finally:
+        typer.echo("stopping ...")
+        supervisor.stop()
+        if endpoints.embedded:
+            stop_services(settings)
+        pidfile.unlink(missing_ok=True)
+        typer.echo("stopped; nothing left running.")
+
+
+def _print_summary(settings: Settings, endpoints: Endpoints, supervisor: Supervisor) -> None:
+    embedded = set(endpoints.embedded)
+    db = endpoints.database_url.split("@")[-1]
+    rows = [
+        ("postgres", f"{db}", "embedded" if "postgres" in embedded else "DATABASE_URL"),
+        ("redis", endpoints.redis_url.split("@")[-1], "embedded" if "valkey" in embedded else "REDIS_URL"),
+    ]
+    rows += [
+        (name, spec, f"pid {pid}")
+        for (name, pid), spec in zip(supervisor.pids().items(), (s.listens for s in supervisor.specs), strict=True)
+    ]
+    typer.echo(f"\nPATRIOT is up (data dir: {settings.runtime.data_dir.resolve()})")
+    for name, where, how in rows:
+        typer.echo(f"  {name:<10} {where:<45} {how}")
+    typer.echo("Ctrl-C or `patriot down` stops everything.\n")
+
+
+@app.command()
+def down(timeout_s: float = 30.0) -> None:
+    """Stop a running `patriot up` and the embedded servers of this data directory."""
+    settings = _settings("supervisor")
+    pidfile = _pidfile(settings)
+    if pidfile.exists():
+        pid = int(pidfile.read_text() or 0)
+        if pid and process_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            while process_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        pidfile.unlink(missing_ok=True)
+    stopped = stop_services(settings)
+    typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@app.command()
+def status() -> None:
+    """Which embedded servers and platform processes are running."""
+    settings = _settings("cli")
+    pidfile = _pidfile(settings)
+    pid = int(pidfile.read_text() or 0) if pidfile.exists() else 0
+    running = f"running (pid {pid})" if pid and process_alive(pid) else "not running"
+    typer.echo(f"supervisor: {running}")
+    for name, running in running_services(settings).items():
+        typer.echo(f"{name}: {'running' if running else 'stopped'}")
+
+
+@app.command()
+def relay() -> None:
+    """Run the outbox relay in the foreground (``patriot up`` runs it for you)."""
+    from core.runtime.processes import run_relay
+
+    settings = _settings("relay")
+    endpoints = _endpoints(settings)
+    asyncio.run(run_relay(settings, endpoints.database_url, endpoints.redis_url))
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply every pending migration (also done by ``patriot up``)."""
+    settings = _settings("cli")
+    endpoints = _endpoints(settings)
+    _migrate(endpoints.database_url)
+    from core.db.migrate import current_revision
+
+    typer.echo(f"database at revision {current_revision(endpoints.database_url)}")
+
+
+@db_app.command("partitions")
+def db_partitions(days_ahead: int = typer.Option(7, help="create partitions this many days ahead")) -> None:
+    """Create the time-series partitions ahead of time (run daily; ``patriot up`` runs it at start)."""
+    from core.db.partitions import run_partition_maintenance
+
+    settings = _settings("cli")
+    endpoints = _endpoints(settings)
+    created = run_partition_maintenance(endpoints.database_url, days_ahead=days_ahead)
+    typer.echo(f"created {len(created)} partitions" + (": " + ", ".join(created) if created else ""))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,52 @@
+"""The kernel's command handlers: recording orders and their lifecycle in the event store.
+
+Outer tiers extend the table (risk checks, exchange submission) in their own bootstrap; these handlers are
+the part every tier shares: idempotent order placement and cancellation, written through the unit of work.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from core.domain.messages import Command, DomainError
+from core.domain.orders import CancelOrder, Order, PlaceOrder
+from core.messaging.bus import CommandHandler
+from core.uow import DuplicateClientOrderId, UnitOfWork
+
+
+class OrderNotFound(DomainError):
+    pass
+
+
+async def place_order(command: PlaceOrder, uow: UnitOfWork) -> str:
+    """Record a new order; the same client order id on the same account returns the existing order's id."""
+    existing = await uow.orders.id_by_client_order_id(command.account_id, command.client_order_id)
+    if existing:
+        return existing
+    order = Order.place(command, order_id=str(uuid.uuid4()))
+    uow.orders.add(order)
+    try:
+        await uow.commit()
+    except DuplicateClientOrderId:
+        # A concurrent request with the same client order id won the race: answer with its order.
+        winner = await uow.orders.id_by_client_order_id(command.account_id, command.client_order_id)
+        if winner is None:
+            raise
+        return winner
+    return order.id
+
+
+async def cancel_order(command: CancelOrder, uow: UnitOfWork) -> str:
+    """Cancel an order that has not reached a terminal state (owner checked)."""
+    order = await uow.orders.get(command.order_id)
+    if order is None or order.user_id != command.user_id:
+        raise OrderNotFound(f"order {command.order_id} not found")
+    order.cancel(reason=command.reason, correlation_id=command.correlation_id, causation_id=str(command.command_id))
+    await uow.commit()
+    return order.status.value
+
+
+COMMAND_HANDLERS: dict[type[Command], CommandHandler] = {
+    PlaceOrder: place_order,
+    CancelOrder: cancel_order,
+}

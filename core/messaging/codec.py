@@ -1,0 +1,56 @@
+"""Wire format of events: a small JSON envelope naming the event type around the event's own fields.
+
+The same bytes go into the outbox, onto the stream and (the inner event) into ``event_store.event_data``.
+msgspec encodes dataclasses directly: Decimal as a string, datetimes ISO-8601, UUIDs as text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+
+from core.domain.messages import Event, event_class
+
+
+class MalformedMessage(ValueError):
+    """A payload that cannot be decoded into a known event; consumers dead-letter it."""
+
+
+class _Envelope(msgspec.Struct, frozen=True):
+    type: str
+    aggregate_type: str
+    event: msgspec.Raw
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """Stateless encoder/decoder pair; one per process is enough."""
+
+    encoder: msgspec.json.Encoder
+    envelope_decoder: msgspec.json.Decoder[_Envelope]
+
+    @classmethod
+    def create(cls) -> Codec:
+        return cls(msgspec.json.Encoder(decimal_format="string"), msgspec.json.Decoder(_Envelope))
+
+    def encode_event(self, event: Event) -> bytes:
+        """The event alone: what the event store keeps as ``event_data``."""
+        return self.encoder.encode(event)
+
+    def encode_envelope(self, event: Event) -> bytes:
+        return self.encoder.encode({"type": event.event_type, "aggregate_type": event.aggregate_type, "event": event})
+
+    def decode_event(self, event_type: str, data: bytes | str) -> Event:
+        try:
+            cls = event_class(event_type)
+            return msgspec.json.decode(data, type=cls, strict=False)
+        except (KeyError, msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+            raise MalformedMessage(f"cannot decode {event_type!r}: {exc}") from exc
+
+    def decode_envelope(self, payload: bytes | str) -> Event:
+        try:
+            envelope = self.envelope_decoder.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise MalformedMessage(f"not an event envelope: {exc}") from exc
+        return self.decode_event(envelope.type, envelope.event)

@@ -1,0 +1,113 @@
+"""Settings: one pydantic-settings class per area, built once by :func:`load_settings`.
+
+Production configuration comes from the environment (``DATABASE_URL``, ``REDIS_URL``, ``PATRIOT_MASTER_KEY``...).
+With no database or Redis URL the runtime starts embedded servers under the data directory instead.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    TEST = "test"
+    PROD = "prod"
+
+
+class RuntimeSettings(BaseSettings):
+    """Where the platform keeps its local state and which mode it runs in."""
+
+    model_config = SettingsConfigDict(env_prefix="PATRIOT_", extra="ignore")
+
+    env: Environment = Environment.DEV
+    data_dir: Path = Path(".patriot")
+    service_name: str = "patriot"
+
+    @property
+    def is_dev(self) -> bool:
+        return self.env in (Environment.DEV, Environment.TEST)
+
+
+class DatabaseSettings(BaseSettings):
+    """PostgreSQL. ``url`` unset means: start the embedded server."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    pool_min_size: int = Field(default=2, validation_alias="PATRIOT_DB_POOL_MIN")
+    pool_max_size: int = Field(default=16, validation_alias="PATRIOT_DB_POOL_MAX")
+    embedded_port: int = Field(default=55432, validation_alias="PATRIOT_EMBEDDED_PG_PORT")
+    embedded_database: str = Field(default="patriot", validation_alias="PATRIOT_EMBEDDED_PG_DATABASE")
+
+
+class RedisSettings(BaseSettings):
+    """Redis / Valkey. ``url`` unset means: start the embedded Valkey."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    key_prefix: str = Field(default="patriot:", validation_alias="PATRIOT_REDIS_PREFIX")
+    embedded_port: int = Field(default=56379, validation_alias="PATRIOT_EMBEDDED_REDIS_PORT")
+
+
+class SecuritySettings(BaseSettings):
+    """Master key for exchange-secret encryption: from the environment or a secrets file."""
+
+    model_config = SettingsConfigDict(env_prefix="PATRIOT_", extra="ignore")
+
+    master_key: str | None = None
+    master_key_file: Path | None = None
+
+
+class ObservabilitySettings(BaseSettings):
+    """Logs, metrics and traces. Exporters are set up only when configured."""
+
+    model_config = SettingsConfigDict(env_prefix="PATRIOT_", extra="ignore")
+
+    log_level: str = "INFO"
+    log_json: bool = True
+    metrics_port: int | None = None
+    otlp_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+class BusSettings(BaseSettings):
+    """Redis Streams bus tuning."""
+
+    model_config = SettingsConfigDict(env_prefix="PATRIOT_BUS_", extra="ignore")
+
+    partitions: int = 8
+    max_deliveries: int = 5
+    claim_idle_ms: int = 30_000
+    stream_maxlen: int = 1_000_000
+    relay_batch_size: int = 1_000
+    relay_poll_interval_s: float = 0.005
+
+
+class Settings(BaseSettings):
+    """All areas together; built once per process in bootstrap and passed in, never imported as a global."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    bus: BusSettings = Field(default_factory=BusSettings)
+
+
+def load_settings() -> Settings:
+    """Read every area from the environment (and ``.env`` is deliberately not read: secrets stay out of files)."""
+    return Settings(
+        runtime=RuntimeSettings(),
+        database=DatabaseSettings(),
+        redis=RedisSettings(),
+        security=SecuritySettings(),
+        observability=ObservabilitySettings(),
+        bus=BusSettings(),
+    )

@@ -1,0 +1,1 @@
+"""dashboards tier (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""orchestration tier (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""realtime tier (see docs/architecture.md)."""

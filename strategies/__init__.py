@@ -1,0 +1,1 @@
+"""strategies tier (see docs/architecture.md)."""

@@ -1,0 +1,136 @@
+"""`patriot up` as a user runs it: embedded servers from nothing, migrations, relay; Ctrl-C or `patriot down`
+stops everything with no process left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def platform_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(
+        PATRIOT_DATA_DIR=str(data_dir),
+        PATRIOT_ENV="dev",
+        PATRIOT_EMBEDDED_PG_PORT=str(free_port()),
+        PATRIOT_EMBEDDED_REDIS_PORT=str(free_port()),
+        PATRIOT_LOG_JSON="false",
+    )
+    return env
+
+
+def processes_under(data_dir: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        try:
+            text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if str(data_dir) in text:
+            found.append(proc)
+    return found
+
+
+def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 120) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"{needle!r} not printed; output:\n{''.join(lines)}")
+
+
+def start_up(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "up"],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def assert_schema_and_relay(env: dict[str, str], lines: list[str]) -> None:
+    text = "".join(lines)
+    assert "relay" in text and "postgres" in text and "embedded" in text
+    url = f"postgresql://patriot@127.0.0.1:{env['PATRIOT_EMBEDDED_PG_PORT']}/patriot"
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT to_regclass('outbox') IS NOT NULL").fetchone() == (True,)
+
+
+def test_up_from_nothing_then_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
+    data_dir = tmp_path / "fresh"
+    env = platform_env(data_dir)
+    proc = start_up(env)
+    try:
+        lines = wait_for_line(proc, "PATRIOT is up")
+        assert_schema_and_relay(env, lines)
+        assert len(processes_under(data_dir)) >= 2  # postgres and valkey at least
+        assert (data_dir / "secrets").exists()  # dev master key generated once
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    time.sleep(0.5)
+    assert processes_under(data_dir) == []
+
+
+def test_up_twice_reuses_data_and_down_stops_everything(tmp_path: Path) -> None:
+    data_dir = tmp_path / "reuse"
+    env = platform_env(data_dir)
+    first = start_up(env)
+    wait_for_line(first, "PATRIOT is up")
+    first.send_signal(signal.SIGINT)
+    first.wait(60)
+    second = start_up(env)
+    try:
+        lines = wait_for_line(second, "PATRIOT is up")
+        assert_schema_and_relay(env, lines)
+        down = subprocess.run(
+            [sys.executable, "-m", "cli.main", "down"], env=env, text=True, capture_output=True, timeout=90
+        )
+        assert down.returncode == 0, down.stderr
+        second.wait(60)
+    finally:
+        if second.poll() is None:
+            second.kill()
+    time.sleep(0.5)
+    assert processes_under(data_dir) == []
+
+
+def test_prod_mode_without_master_key_refuses_to_start(tmp_path: Path) -> None:
+    env = platform_env(tmp_path / "prod")
+    env.update(PATRIOT_ENV="prod")
+    env.pop("PATRIOT_MASTER_KEY", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "up"], env=env, text=True, capture_output=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "PATRIOT_MASTER_KEY" in result.stderr
+    assert processes_under(tmp_path / "prod") == []

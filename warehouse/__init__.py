@@ -1,0 +1,1 @@
+"""warehouse tier (see docs/architecture.md)."""
