@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from core.observability.logging import configure_logging
+from core.runtime.embedded import running_database_url
 from core.security.crypto import KeyRing
 from core.security.master_key import (
     GENERATE_HINT,
@@ -20,10 +22,17 @@ from core.settings import Settings, load_settings
 keys_app = typer.Typer(help="Master keys for exchange API secrets: rotation and status.", no_args_is_help=True)
 
 
+@keys_app.callback()
+def _logging() -> None:
+    settings = load_settings()
+    configure_logging("cli", settings.observability.log_level, json_output=settings.observability.log_json)
+
+
 def _database_url(settings: Settings) -> str:
-    """The database holding ``user_accounts``; the one place to change how the CLI finds it."""
-    if settings.database.url:
-        return settings.database.url
+    """The database holding ``user_accounts``: DATABASE_URL, or the running embedded server."""
+    url = running_database_url(settings)
+    if url:
+        return url
     typer.secho(
         "error: no database configured. Start the platform with `patriot up` first, "
         "or set DATABASE_URL=postgresql://user@host:port/db.",

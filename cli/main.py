@@ -48,11 +48,11 @@ def _migrate(database_url: str) -> None:
 
 
 def _check_master_key(settings: Settings) -> None:
-    from core.security.master_key import MasterKeyMissing, load_keyring
+    from core.security.master_key import MasterKeyError, load_keyring
 
     try:
         load_keyring(settings.security, settings.runtime)
-    except MasterKeyMissing as exc:
+    except MasterKeyError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
 

@@ -49,7 +49,7 @@ class Supervisor:
     def _spawn(self, spec: ServiceSpec, restarts: int = 0) -> None:
         process = subprocess.Popen([sys.executable, "-m", "cli.main", *spec.args], env=dict(self.env))
         self._children[spec.name] = _Child(spec, process, time.monotonic(), restarts)
-        log.info("service started", service=spec.name, pid=process.pid)
+        log.info("service started", process=spec.name, pid=process.pid)
 
     def watch(self, stop_requested: list[bool], poll_s: float = 0.5) -> None:
         """Restart children that exit unexpectedly (with backoff) until ``stop_requested[0]`` is set."""
@@ -59,7 +59,7 @@ class Supervisor:
                 if code is None or self._stopping:
                     continue
                 backoff = min(30.0, 0.5 * 2 ** min(child.restarts, 6))
-                log.error("service exited; restarting", service=name, exit_code=code, backoff_s=backoff)
+                log.error("service exited; restarting", process=name, exit_code=code, backoff_s=backoff)
                 time.sleep(backoff)
                 self._spawn(child.spec, child.restarts + 1)
             time.sleep(poll_s)
@@ -76,7 +76,7 @@ class Supervisor:
             try:
                 child.process.wait(remaining)
             except subprocess.TimeoutExpired:
-                log.warning("service did not stop in time; killing", service=child.spec.name)
+                log.warning("service did not stop in time; killing", process=child.spec.name)
                 child.process.kill()
                 child.process.wait()
         self._children.clear()

@@ -109,3 +109,11 @@ def running_services(settings: Settings) -> dict[str, bool]:
     if valkey is not None:
         status["valkey"] = valkey.is_running()
     return status
+
+
+def running_database_url(settings: Settings) -> str | None:
+    """The configured database URL, or the embedded server's when it is running; None otherwise."""
+    if settings.database.url is not None:
+        return settings.database.url
+    postgres = _embedded_postgres(settings)
+    return postgres.url if postgres is not None and postgres.is_running() else None
