@@ -1,11 +1,13 @@
 """Outbox benchmark: commands committed, relayed to Redis Streams and applied by a consumer, end to end.
 
-    python -m bench.outbox [--events 30000] [--writers 16]
+    python -m bench.outbox [--rate 5000] [--seconds 8]
 
-Writers (this process) handle PlaceOrder commands through the bus: each commits an order row, its event and
-an outbox row in one transaction. The relay and a consumer run as separate processes, as in production; the
-consumer applies each event exactly once (dedupe row + effect in one transaction). Prints figures as one JSON
-object on the last line: events/s end to end, commit latency p50/p99, delivery latency p50/p99.
+This process offers PlaceOrder commands at a fixed rate (open loop, like wrk2: a command's latency counts from
+when it was due, so a stall is not hidden by the load backing off). Each command commits an order row, its
+event and an outbox row atomically (grouped with concurrent commands by the group committer). The relay and
+a consumer run as separate processes, as in production; the consumer applies each event exactly once (dedupe
+row + effect in one transaction). The last line is one JSON object: events/s end to end, commit latency
+p50/p99 (command due -> committed), delivery latency p50/p99 (event time -> effect applied).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ async def _consume(group: str, expected: int) -> None:
     kernel = await bootstrap(settings, os.environ["DATABASE_URL"], os.environ["REDIS_URL"], service="bench-consumer")
 
     async def effect(event: Event, uow: UnitOfWork) -> None:
-        await uow.connection.execute(
+        await (await uow.connection()).execute(
             "INSERT INTO bench_effects VALUES (%s, %s, clock_timestamp())",
             (event.event_id, event.occurred_at),
         )
@@ -73,7 +75,8 @@ def _child_env(servers: Servers, database_url: str, prefix: str) -> dict[str, st
     }
 
 
-async def run(events: int, writers: int) -> dict[str, float | int]:
+async def run(rate: float, seconds: float) -> dict[str, float | int]:
+    events = int(rate * seconds)
     servers = resolve_servers()
     prefix = f"bench-{uuid.uuid4().hex[:8]}:"
     with scratch_database(servers) as database_url:
@@ -92,16 +95,22 @@ async def run(events: int, writers: int) -> dict[str, float | int]:
         latencies: list[float] = []
         await asyncio.sleep(2.0)  # let relay and consumer finish importing
         started = time.perf_counter()
-        next_index = iter(range(events))
+        tasks: set[asyncio.Task[None]] = set()
 
-        async def writer() -> None:
-            for i in next_index:
-                user, account = users[i % len(users)]
-                t0 = time.perf_counter()
-                await kernel.bus.handle(place_command(user, account))
-                latencies.append(time.perf_counter() - t0)
+        async def place(i: int, due: float) -> None:
+            user, account = users[i % len(users)]
+            await kernel.bus.handle(place_command(user, account))
+            latencies.append(time.perf_counter() - due)
 
-        await asyncio.gather(*(writer() for _ in range(writers)))
+        for i in range(events):
+            due = started + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0.0005:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(place(i, due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
         committed = time.perf_counter()
         print(
             f"committed {events} commands in {committed - started:.1f}s; waiting for delivery ...",
@@ -129,7 +138,7 @@ async def run(events: int, writers: int) -> dict[str, float | int]:
         raise SystemExit(f"delivery check failed: {applied} effects, {distinct} distinct, {events} expected")
     return {
         "events": events,
-        "writers": writers,
+        "offered_per_s": rate,
         "events_per_s": round(events / (delivered - started), 1),
         "commands_per_s": round(events / (committed - started), 1),
         "commit_p50_ms": round(percentile(latencies, 50) * 1000, 3),
@@ -151,15 +160,16 @@ async def _drop_keys(redis_url: str, prefix: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=30_000)
-    parser.add_argument("--writers", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=5_000, help="commands offered per second")
+    parser.add_argument("--seconds", type=float, default=8.0, help="how long to offer them")
+    parser.add_argument("--events", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--consume", metavar="GROUP", help=argparse.SUPPRESS)
     args = parser.parse_args()
     runner = _runner()
     if args.consume:
         runner(_consume(args.consume, args.events))
         return
-    figures = runner(run(args.events, args.writers))
+    figures = runner(run(args.rate, args.seconds))
     print(json.dumps(figures))
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from core.commit import GroupCommitter
 from core.db.urls import libpq_url
 from core.domain.messages import Command
 from core.handlers import COMMAND_HANDLERS
@@ -35,8 +36,10 @@ class Kernel:
     metrics: Metrics
     uow_factory: UnitOfWorkFactory
     bus: MessageBus
+    committer: GroupCommitter
 
     async def close(self) -> None:
+        await self.committer.close()
         await self.pool.close()
         await self.redis.aclose()
 
@@ -64,6 +67,8 @@ async def bootstrap(
     redis = Redis.from_url(redis_url)
     codec = Codec.create()
     names = StreamNames(prefix=settings.redis.key_prefix, partitions=settings.bus.partitions)
-    uow_factory = UnitOfWorkFactory(pool, codec, metrics)
+    committer = GroupCommitter(pool, codec, metrics)
+    committer.start()
+    uow_factory = UnitOfWorkFactory(pool, codec, metrics, committer)
     bus = MessageBus(uow_factory, handlers or COMMAND_HANDLERS, metrics, dependencies)
-    return Kernel(settings, database_url, redis_url, pool, redis, codec, names, metrics, uow_factory, bus)
+    return Kernel(settings, database_url, redis_url, pool, redis, codec, names, metrics, uow_factory, bus, committer)

@@ -19,16 +19,17 @@ class OrderNotFound(DomainError):
 
 
 async def place_order(command: PlaceOrder, uow: UnitOfWork) -> str:
-    """Record a new order; the same client order id on the same account returns the existing order's id."""
-    existing = await uow.orders.id_by_client_order_id(command.account_id, command.client_order_id)
-    if existing:
-        return existing
+    """Record a new order; the same client order id on the same account returns the existing order's id.
+
+    No look-up first: the unique (account, client order id) constraint decides, which keeps the common path
+    at one round trip and makes concurrent duplicates safe.
+    """
     order = Order.place(command, order_id=str(uuid.uuid4()))
     uow.orders.add(order)
     try:
         await uow.commit()
     except DuplicateClientOrderId:
-        # A concurrent request with the same client order id won the race: answer with its order.
+        # The same client order id was placed before (or concurrently): answer with that order.
         winner = await uow.orders.id_by_client_order_id(command.account_id, command.client_order_id)
         if winner is None:
             raise

@@ -1,19 +1,24 @@
 """Unit of work: one PostgreSQL transaction writes aggregate rows, event-store rows and outbox rows together.
 
-Reads happen while the handler runs; every write is deferred to :meth:`UnitOfWork.commit`, which sends them in
-one pipelined round trip and commits. Deferring the writes keeps a transaction's id (which the outbox relay
-orders by) younger than anything it read, so the relay publishes one aggregate's events in version order.
+Reads happen while the handler runs; every write is deferred to :meth:`UnitOfWork.commit`. Commands commit
+through the process's group committer (many units of work, one transaction, see :mod:`core.commit`);
+transactional units of work (consumers) write on their own connection in one pipelined round trip. Either way
+the writing transaction starts after everything it read, so its id (which the outbox relay orders by) is
+younger than that of the transaction that wrote what it read: one aggregate's events publish in version order.
+Concurrency is optimistic: the event store's unique (aggregate, version) rejects a stale writer.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from types import TracebackType
+from typing import Protocol
 
+import orjson
 import psycopg
-from psycopg import errors
+from psycopg import AsyncRawCursor, errors
 from psycopg_pool import AsyncConnectionPool
 
 from core import eventstore
@@ -26,53 +31,127 @@ from core.observability.metrics import Metrics
 
 Conn = psycopg.AsyncConnection[tuple[object, ...]]
 
-_OUTBOX = "INSERT INTO outbox (event_id, stream, partition_key, payload) VALUES (%s, %s, %s, %s)"
+_EVENT_INSERT = (
+    "INSERT INTO event_store (event_id, aggregate_id, aggregate_type, event_type, event_version, event_data, "
+    "metadata, occurred_at) VALUES "
+)
+_EVENT_ROW = "(${}, ${}, ${}, ${}, ${}, ${}::jsonb, ${}::jsonb, ${})"
+_OUTBOX_INSERT = "INSERT INTO outbox (event_id, stream, partition_key, payload) VALUES "
+_OUTBOX_ROW = "(${}, ${}, ${}, ${})"
+_ORDER_INSERT = (
+    "INSERT INTO orders (id, account_id, user_id, strategy_id, client_order_id, exchange_order_id, exchange, "
+    "symbol, side, order_type, time_in_force, quantity, price, trigger_price, reduce_only, status, "
+    "filled_quantity, avg_fill_price, fees, reason, version) VALUES "
+)
+_ORDER_ROW = "(" + ", ".join(["${}"] * 21) + ")"
+_ORDER_UPSERT = (
+    " ON CONFLICT (id) DO UPDATE SET exchange_order_id = EXCLUDED.exchange_order_id, "
+    "trigger_price = EXCLUDED.trigger_price, status = EXCLUDED.status, filled_quantity = EXCLUDED.filled_quantity, "
+    "avg_fill_price = EXCLUDED.avg_fill_price, fees = EXCLUDED.fees, reason = EXCLUDED.reason, "
+    "version = EXCLUDED.version, updated_at = now()"
+)
+
+
+@lru_cache(maxsize=1024)
+def _multi_row(head: str, row: str, rows: int, tail: str = "") -> str:
+    """One INSERT for ``rows`` rows with PostgreSQL's numbered placeholders (sent by a raw cursor, which skips
+    client-side query parsing: that parsing, not the database, was the cost of large multi-row statements)."""
+    per_row = row.count("{}")
+    numbers = iter(range(1, rows * per_row + 1))
+    return head + ", ".join(row.format(*(next(numbers) for _ in range(per_row))) for _ in range(rows)) + tail
+
+
+CLIENT_ORDER_ID_CONSTRAINT = "uq_orders_account_client_order_id"
 
 
 class DuplicateClientOrderId(Exception):
     """The account already has an order with this client order id (PlaceOrder is idempotent on it)."""
 
 
-_ORDER_UPSERT = """
-INSERT INTO orders (id, account_id, user_id, strategy_id, client_order_id, exchange_order_id, exchange, symbol,
-    side, order_type, time_in_force, quantity, price, trigger_price, reduce_only, status, filled_quantity,
-    avg_fill_price, fees, reason, version)
-VALUES (%(id)s, %(account_id)s, %(user_id)s, %(strategy_id)s, %(client_order_id)s, %(exchange_order_id)s,
-    %(exchange)s, %(symbol)s, %(side)s, %(order_type)s, %(time_in_force)s, %(quantity)s, %(price)s,
-    %(trigger_price)s, %(reduce_only)s, %(status)s, %(filled_quantity)s, %(avg_fill_price)s, %(fees)s,
-    %(reason)s, %(version)s)
-ON CONFLICT (id) DO UPDATE SET exchange_order_id = EXCLUDED.exchange_order_id, trigger_price = EXCLUDED.trigger_price,
-    status = EXCLUDED.status, filled_quantity = EXCLUDED.filled_quantity, avg_fill_price = EXCLUDED.avg_fill_price,
-    fees = EXCLUDED.fees, reason = EXCLUDED.reason, version = EXCLUDED.version, updated_at = now()
-WHERE orders.version = %(persisted_version)s
-"""
+@dataclass(slots=True)
+class WriteSet:
+    """Everything one unit of work writes at commit: new events and the rows of the aggregates they changed."""
+
+    events: list[Event] = field(default_factory=list)
+    orders: list[Order] = field(default_factory=list)
+
+    def extend(self, other: WriteSet) -> None:
+        self.events += other.events
+        self.orders += other.orders
 
 
-def _order_row(order: Order) -> dict[str, object]:
-    return {
-        "id": order.id,
-        "account_id": order.account_id,
-        "user_id": order.user_id,
-        "strategy_id": order.strategy_id,
-        "client_order_id": order.client_order_id,
-        "exchange_order_id": order.exchange_order_id,
-        "exchange": order.exchange,
-        "symbol": order.symbol,
-        "side": order.side.value,
-        "order_type": order.order_type.value,
-        "time_in_force": order.time_in_force.value,
-        "quantity": order.quantity,
-        "price": order.price,
-        "trigger_price": order.trigger_price,
-        "reduce_only": order.reduce_only,
-        "status": order.status.value,
-        "filled_quantity": order.filled_quantity,
-        "avg_fill_price": order.avg_fill_price,
-        "fees": order.fees,
-        "reason": order.reason,
-        "version": order.version,
-        "persisted_version": order.persisted_version,
-    }
+async def write(conn: Conn, writes: WriteSet, codec: Codec) -> None:
+    """Send one write set as three multi-row statements (pipelined by the caller); does not commit.
+
+    The event-store insert goes first: its unique version constraint is what rejects a stale writer.
+    """
+    if not writes.events:
+        return
+    event_params: list[object] = []
+    outbox_params: list[object] = []
+    for e in writes.events:
+        data = codec.encode_event(e)
+        meta = b'{"correlation_id":%s,"causation_id":%s}' % (_json_str(e.correlation_id), _json_str(e.causation_id))
+        event_params += (
+            e.event_id,
+            e.aggregate_id,
+            e.aggregate_type,
+            e.event_type,
+            e.version,
+            data.decode(),
+            meta.decode(),
+            e.occurred_at,
+        )
+        stream, partition_key = route(e)
+        outbox_params += (e.event_id, stream.value, partition_key, codec.wrap_envelope(e, data))
+    n = len(writes.events)
+    cur = AsyncRawCursor(conn)
+    await cur.execute(_multi_row(_EVENT_INSERT, _EVENT_ROW, n), event_params)
+    if writes.orders:
+        order_params = [v for o in writes.orders for v in _order_row(o)]
+        await cur.execute(_multi_row(_ORDER_INSERT, _ORDER_ROW, len(writes.orders), _ORDER_UPSERT), order_params)
+    await cur.execute(_multi_row(_OUTBOX_INSERT, _OUTBOX_ROW, n), outbox_params)
+
+
+def _json_str(value: str | None) -> bytes:
+    return b"null" if value is None else orjson.dumps(value)
+
+
+def integrity_error(exc: errors.UniqueViolation, writes: WriteSet, metrics: Metrics | None) -> Exception:
+    """The domain error a unique violation at commit means, or the violation itself."""
+    if exc.diag.constraint_name == eventstore.VERSION_CONSTRAINT:
+        if metrics:
+            metrics.concurrency_conflicts.labels(aggregate_type=writes.events[0].aggregate_type).inc()
+        return ConcurrencyError(eventstore.aggregate_of(exc, writes.events))
+    if exc.diag.constraint_name == CLIENT_ORDER_ID_CONSTRAINT:
+        return DuplicateClientOrderId(str(exc.diag.message_detail))
+    return exc
+
+
+def _order_row(order: Order) -> tuple[object, ...]:
+    return (
+        order.id,
+        order.account_id,
+        order.user_id,
+        order.strategy_id,
+        order.client_order_id,
+        order.exchange_order_id,
+        order.exchange,
+        order.symbol,
+        order.side.value,
+        order.order_type.value,
+        order.time_in_force.value,
+        order.quantity,
+        order.price,
+        order.trigger_price,
+        order.reduce_only,
+        order.status.value,
+        order.filled_quantity,
+        order.avg_fill_price,
+        order.fees,
+        order.reason,
+        order.version,
+    )
 
 
 class OrderRepository:
@@ -88,7 +167,7 @@ class OrderRepository:
         tracked = self._uow.tracked(order_id)
         if isinstance(tracked, Order):
             return tracked
-        events = await eventstore.load(self._uow.connection, order_id, self._uow.codec)
+        events = await eventstore.load(await self._uow.connection(), order_id, self._uow.codec)
         if not events:
             return None
         order = Order.from_events(events)
@@ -96,60 +175,85 @@ class OrderRepository:
         return order
 
     async def id_by_client_order_id(self, account_id: str, client_order_id: str) -> str | None:
-        cur = await self._uow.connection.execute(
+        cur = await (await self._uow.connection()).execute(
             "SELECT id FROM orders WHERE account_id = %s AND client_order_id = %s",
             (account_id, client_order_id),
         )
         row = await cur.fetchone()
         return str(row[0]) if row else None
 
-    @staticmethod
-    async def save(cur: psycopg.AsyncCursor[tuple[object, ...]], orders: list[Order]) -> None:
-        await cur.executemany(_ORDER_UPSERT, [_order_row(o) for o in orders])
+
+class Committer(Protocol):
+    """Where a grouped unit of work sends its writes (see core.commit.GroupCommitter)."""
+
+    async def submit(self, writes: WriteSet) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class UnitOfWorkFactory:
-    """Built once in bootstrap; each call opens a unit of work on a pooled connection."""
+    """Built once in bootstrap. Units of work commit through the group committer when there is one;
+    ``transactional=True`` gives one whose reads, raw SQL and writes share its own transaction (consumers)."""
 
     pool: AsyncConnectionPool[Conn]
     codec: Codec
     metrics: Metrics | None = None
+    committer: Committer | None = None
 
-    def __call__(self) -> UnitOfWork:
-        return UnitOfWork(self.pool, self.codec, self.metrics)
+    def __call__(self, transactional: bool = False) -> UnitOfWork:
+        return UnitOfWork(self.pool, self.codec, self.metrics, None if transactional else self.committer)
 
 
 class UnitOfWork:
-    """``async with uow: ...; await uow.commit()``: leaving the block without commit rolls back."""
+    """``async with uow: ...; await uow.commit()``: leaving the block without commit writes nothing.
 
-    def __init__(self, pool: AsyncConnectionPool[Conn], codec: Codec, metrics: Metrics | None = None) -> None:
+    A connection is taken from the pool only when the handler first reads; a command that only creates
+    aggregates never holds one.
+    """
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Conn],
+        codec: Codec,
+        metrics: Metrics | None = None,
+        committer: Committer | None = None,
+    ) -> None:
         self._pool = pool
         self.codec = codec
         self._metrics = metrics
+        self._committer = committer
         self._conn: Conn | None = None
+        self._open = False
         self._tracked: dict[str, Order] = {}
         self.orders = OrderRepository(self)
-        self.after_commit: list[Callable[[], None]] = []
 
-    @property
-    def connection(self) -> Conn:
-        if self._conn is None:
+    async def connection(self) -> Conn:
+        """This unit of work's connection (its transaction when it is transactional)."""
+        if not self._open:
             raise RuntimeError("the unit of work is not open: use `async with uow:`")
+        if self._conn is None:
+            conn = await self._pool.getconn()
+            # A grouped unit of work writes through the committer: its own connection may only read.
+            await conn.set_read_only(self._committer is not None)
+            self._conn = conn
         return self._conn
 
     async def __aenter__(self) -> UnitOfWork:
-        self._conn = await self._pool.getconn()
+        self._open = True
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._open = False
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        await self._release(conn)
+
+    async def _release(self, conn: Conn) -> None:
         try:
             await conn.rollback()  # a no-op after commit; undoes anything uncommitted
+            await conn.set_read_only(False)
         finally:
             await self._pool.putconn(conn)
 
@@ -159,50 +263,38 @@ class UnitOfWork:
     def tracked(self, aggregate_id: str) -> Order | None:
         return self._tracked.get(aggregate_id)
 
-    def pending_events(self) -> list[Event]:
-        return [e for agg in self._tracked.values() for e in agg.pending_events]
+    def _write_set(self) -> WriteSet:
+        changed = [a for a in self._tracked.values() if a.pending_events]
+        return WriteSet([e for a in changed for e in a.pending_events], changed)
 
     async def commit(self) -> list[Event]:
-        """Write every tracked aggregate's new events, rows and outbox entries in one transaction."""
-        conn = self.connection
+        """Write every tracked aggregate's new events, rows and outbox entries atomically."""
         started = time.perf_counter()
-        events = self.pending_events()
-        changed = [a for a in self._tracked.values() if a.pending_events]
-        try:
-            if events:
-                # one pipelined round trip for every write, then the commit
-                async with conn.pipeline(), conn.cursor() as cur:
-                    await cur.executemany(eventstore.APPEND_SQL, eventstore.event_rows(events, self.codec))
-                    await OrderRepository.save(cur, changed)
-                    await cur.executemany(_OUTBOX, self._outbox_rows(events))
-            await conn.commit()
-        except errors.UniqueViolation as exc:
-            await conn.rollback()
-            if exc.diag.constraint_name == eventstore.VERSION_CONSTRAINT:
-                if self._metrics:
-                    self._metrics.concurrency_conflicts.labels(aggregate_type=events[0].aggregate_type).inc()
-                raise ConcurrencyError(eventstore.aggregate_of(exc, events)) from exc
-            if exc.diag.constraint_name == "uq_orders_account_client_order_id":
-                raise DuplicateClientOrderId(str(exc.diag.message_detail)) from exc
-            raise
-        except BaseException:
-            await conn.rollback()
-            raise
-        for agg in changed:
+        writes = self._write_set()
+        if self._committer is not None:
+            if self._conn is not None:  # end the read transaction before the writes are grouped
+                conn, self._conn = self._conn, None
+                await self._release(conn)
+            if writes.events:
+                await self._committer.submit(writes)
+        else:
+            await self._commit_own_transaction(writes)
+        for agg in writes.orders:
             agg.pending_events.clear()
             agg.persisted_version = agg.version
         if self._metrics:
             self._metrics.uow_commit_seconds.observe(time.perf_counter() - started)
-        for hook in self.after_commit:
-            hook()
-        return events
+        return writes.events
 
-    def _outbox_rows(self, events: list[Event]) -> list[tuple[object, ...]]:
-        rows: list[tuple[object, ...]] = []
-        for e in events:
-            stream, partition_key = route(e)
-            rows.append((e.event_id, stream.value, partition_key, self.codec.encode_envelope(e)))
-        return rows
-
-    async def rollback(self) -> None:
-        await self.connection.rollback()
+    async def _commit_own_transaction(self, writes: WriteSet) -> None:
+        conn = await self.connection()
+        try:
+            async with conn.pipeline():  # every write and the commit in one round trip
+                await write(conn, writes, self.codec)
+                await conn.commit()
+        except errors.UniqueViolation as exc:
+            await conn.rollback()
+            raise integrity_error(exc, writes, self._metrics) from exc
+        except BaseException:
+            await conn.rollback()
+            raise

@@ -39,7 +39,16 @@ class Codec:
         return self.encoder.encode(event)
 
     def encode_envelope(self, event: Event) -> bytes:
-        return self.encoder.encode({"type": event.event_type, "aggregate_type": event.aggregate_type, "event": event})
+        return self.wrap_envelope(event, self.encoder.encode(event))
+
+    @staticmethod
+    def wrap_envelope(event: Event, event_json: bytes) -> bytes:
+        """The envelope around an already encoded event (type names are identifiers: nothing to escape)."""
+        return b'{"type":"%s","aggregate_type":"%s","event":%s}' % (
+            event.event_type.encode(),
+            event.aggregate_type.encode(),
+            event_json,
+        )
 
     def decode_event(self, event_type: str, data: bytes | str) -> Event:
         try:

@@ -23,10 +23,12 @@ from core.runtime.faults import FaultPlan
 RELAY_LOCK_ID = 0x50415452494F54  # "PATRIOT"
 
 _FETCH = (
-    "SELECT id, stream, partition_key, event_id, payload, created_at FROM outbox "
+    "SELECT id, stream, partition_key, event_id, payload, created_at, txid::text FROM outbox "
     "WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY txid, id LIMIT %s"
 )
-_DELETE = "DELETE FROM outbox WHERE id = ANY(%s)"
+# Every row up to the last one published: all of them were visible to the fetch, since their transactions had
+# finished, so this deletes exactly the published batch (with no list of ids to send).
+_DELETE = "DELETE FROM outbox WHERE (txid, id) <= (%s::xid8, %s)"
 
 log = structlog.get_logger(__name__)
 
@@ -89,7 +91,7 @@ class OutboxRelay:
             return 0
         self._faults.maybe_crash("relay.before_publish")
         pipe = self._redis.pipeline(transaction=False)
-        for _id, stream, partition_key, event_id, payload, _created in rows:
+        for _id, stream, partition_key, event_id, payload, _created, _txid in rows:
             pipe.xadd(
                 self._names.key(str(stream), str(partition_key)),
                 {"id": str(event_id), "p": cast(bytes, payload)},
@@ -98,7 +100,8 @@ class OutboxRelay:
             )
         await pipe.execute()
         self._faults.maybe_crash("relay.after_publish")
-        await conn.execute(_DELETE, ([r[0] for r in rows],))
+        last = rows[-1]
+        await conn.execute(_DELETE, (last[6], last[0]))
         self._record(rows)
         return len(rows)
 

@@ -52,7 +52,7 @@ def recording_handler(group: str, fail_when: object = None):  # type: ignore[no-
             raise RuntimeError("handler refused this event")
         from core.observability.context import get_correlation_id
 
-        await uow.connection.execute(
+        await (await uow.connection()).execute(
             "INSERT INTO test_effects VALUES (%s, %s, %s, %s, %s)",
             (group, event.event_id, event.aggregate_id, event.version, get_correlation_id()),
         )
