@@ -28,6 +28,7 @@ from core.bootstrap import bootstrap
 from core.domain.messages import Event
 from core.messaging.consumer import ConsumerConfig, StreamConsumer
 from core.messaging.streams import Stream
+from core.runtime.processes import tune_gc
 from core.settings import load_settings
 from core.uow import UnitOfWork
 from tests.support import place_command, seed_users
@@ -56,6 +57,7 @@ async def _consume(group: str, expected: int) -> None:
         ConsumerConfig(group=group, streams=[Stream.ORDER_EVENTS], batch_size=1000, block_ms=50),
     )
     await consumer.setup()
+    tune_gc()
     applied = 0
     while applied < expected:
         await consumer.poll_once()
@@ -94,6 +96,7 @@ async def run(rate: float, seconds: float) -> dict[str, float | int]:
         kernel = await bootstrap(settings, database_url, servers.redis_url, service="bench")
         latencies: list[float] = []
         await asyncio.sleep(2.0)  # let relay and consumer finish importing
+        tune_gc()
         started = time.perf_counter()
         tasks: set[asyncio.Task[None]] = set()
 
