@@ -14,6 +14,7 @@ import typer
 from cli.keys import keys_app
 from cli.supervisor import ServiceSpec, Supervisor, process_alive
 from core.observability.logging import configure_logging
+from core.observability.tracing import configure_tracing
 from core.runtime.embedded import Endpoints, running_services, start_services, stop_services
 from core.settings import Settings, load_settings
 
@@ -26,6 +27,7 @@ app.add_typer(keys_app, name="keys")
 def _settings(service: str) -> Settings:
     settings = load_settings()
     configure_logging(service, settings.observability.log_level, json_output=settings.observability.log_json)
+    configure_tracing(service, settings.observability.otlp_endpoint)
     return settings
 
 

@@ -10,17 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import orjson
 import psycopg
 from psycopg import errors
 
 from core.domain.messages import Event
 from core.messaging.codec import Codec
 
-APPEND_SQL = (
-    "INSERT INTO event_store (event_id, aggregate_id, aggregate_type, event_type, event_version, event_data, "
-    "metadata, occurred_at) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s)"
-)
 _LOAD = (
     "SELECT event_type, event_data::text FROM event_store WHERE aggregate_id = %s AND event_version > %s "
     "ORDER BY event_version"
@@ -44,23 +39,6 @@ class ConcurrencyError(Exception):
 class StoredEvent:
     global_position: int
     event: Event
-
-
-def event_rows(events: Sequence[Event], codec: Codec) -> list[tuple[object, ...]]:
-    """Parameters for :data:`APPEND_SQL`, one tuple per event."""
-    return [
-        (
-            e.event_id,
-            e.aggregate_id,
-            e.aggregate_type,
-            e.event_type,
-            e.version,
-            codec.encode_event(e).decode(),
-            orjson.dumps({"correlation_id": e.correlation_id, "causation_id": e.causation_id}).decode(),
-            e.occurred_at,
-        )
-        for e in events
-    ]
 
 
 def aggregate_of(exc: errors.UniqueViolation, events: Sequence[Event]) -> str:
