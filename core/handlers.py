@@ -6,9 +6,7 @@ the part every tier shares: idempotent order placement and cancellation, written
 
 from __future__ import annotations
 
-import uuid
-
-from core.domain.messages import Command, DomainError
+from core.domain.messages import Command, DomainError, new_id
 from core.domain.orders import CancelOrder, Order, PlaceOrder
 from core.messaging.bus import CommandHandler
 from core.uow import DuplicateClientOrderId, UnitOfWork
@@ -24,7 +22,7 @@ async def place_order(command: PlaceOrder, uow: UnitOfWork) -> str:
     No look-up first: the unique (account, client order id) constraint decides, which keeps the common path
     at one round trip and makes concurrent duplicates safe.
     """
-    order = Order.place(command, order_id=str(uuid.uuid4()))
+    order = Order.place(command, order_id=str(new_id()))
     uow.orders.add(order)
     try:
         await uow.commit()

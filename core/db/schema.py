@@ -241,14 +241,15 @@ event_store = Table(
 outbox = Table(
     "outbox",
     metadata,
-    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("id", BigInteger, Identity(always=True), nullable=False),
     Column("txid", XID8(), nullable=False, server_default=text("pg_current_xact_id()")),
     Column("event_id", UUID(as_uuid=True), nullable=False),
     Column("stream", Text, nullable=False),
     Column("partition_key", Text, nullable=False, server_default=""),
     Column("payload", LargeBinary, nullable=False),
     _created(),
-    Index("ix_outbox_txid_id", "txid", "id"),
+    # the relay's read and delete order: one index serves both, and keeps inserts cheap
+    PrimaryKeyConstraint("txid", "id", name="pk_outbox"),
 )
 
 processed_messages = Table(

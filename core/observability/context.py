@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -13,7 +13,7 @@ _causation_id: ContextVar[str | None] = ContextVar("causation_id", default=None)
 
 def new_correlation_id() -> str:
     """A fresh id for work that did not arrive with one."""
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 def get_correlation_id() -> str | None:

@@ -139,3 +139,15 @@ def test_fill_event_with_non_positive_price_is_rejected() -> None:
                 price=Decimal(0),
             )
         )
+
+
+def test_new_id_is_a_random_version_4_uuid_equal_to_its_parsed_form() -> None:
+    import uuid
+
+    from core.domain.messages import new_id
+
+    ids = {new_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for value in list(ids)[:50]:
+        assert value.version == 4 and value.variant == uuid.RFC_4122
+        assert uuid.UUID(str(value)) == value and hash(uuid.UUID(str(value))) == hash(value)
