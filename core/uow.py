@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import count
 from types import TracebackType
 from typing import Protocol
 
@@ -52,13 +53,24 @@ _ORDER_UPSERT = (
 )
 
 
-@lru_cache(maxsize=1024)
-def _multi_row(head: str, row: str, rows: int, tail: str = "") -> str:
-    """One INSERT for ``rows`` rows with PostgreSQL's numbered placeholders (sent by a raw cursor, which skips
-    client-side query parsing: that parsing, not the database, was the cost of large multi-row statements)."""
-    per_row = row.count("{}")
-    numbers = iter(range(1, rows * per_row + 1))
-    return head + ", ".join(row.format(*(next(numbers) for _ in range(per_row))) for _ in range(rows)) + tail
+@lru_cache(maxsize=4096)
+def _write_sql(events: int, orders: int) -> str:
+    """One statement writing ``events`` event-store rows, ``orders`` order rows and the events' outbox rows.
+
+    A single statement is atomic on its own, so an autocommit connection writes a whole group in one round
+    trip with no BEGIN/COMMIT. Numbered placeholders go through a raw cursor, which skips psycopg's client-side
+    query parsing (that parsing, not the database, was the cost of large multi-row statements).
+    """
+    numbers = count(1)
+
+    def rows(template: str, n: int) -> str:
+        per_row = template.count("{}")
+        return ", ".join(template.format(*(next(numbers) for _ in range(per_row))) for _ in range(n))
+
+    sql = f"WITH appended AS ({_EVENT_INSERT}{rows(_EVENT_ROW, events)})"
+    if orders:
+        sql += f", saved AS ({_ORDER_INSERT}{rows(_ORDER_ROW, orders)}{_ORDER_UPSERT})"
+    return f"{sql} {_OUTBOX_INSERT}{rows(_OUTBOX_ROW, events)}"
 
 
 CLIENT_ORDER_ID_CONSTRAINT = "uq_orders_account_client_order_id"
@@ -81,18 +93,18 @@ class WriteSet:
 
 
 async def write(conn: Conn, writes: WriteSet, codec: Codec) -> None:
-    """Send one write set as three multi-row statements (pipelined by the caller); does not commit.
+    """Send one write set as one statement; atomic by itself, and part of the caller's transaction if any.
 
-    The event-store insert goes first: its unique version constraint is what rejects a stale writer.
+    The event-store rows carry the unique (aggregate, version) that rejects a stale writer.
     """
     if not writes.events:
         return
-    event_params: list[object] = []
-    outbox_params: list[object] = []
+    params: list[object] = []
+    outbox: list[object] = []
     for e in writes.events:
         data = codec.encode_event(e)
         meta = b'{"correlation_id":%s,"causation_id":%s}' % (_json_str(e.correlation_id), _json_str(e.causation_id))
-        event_params += (
+        params += (
             e.event_id,
             e.aggregate_id,
             e.aggregate_type,
@@ -103,14 +115,11 @@ async def write(conn: Conn, writes: WriteSet, codec: Codec) -> None:
             e.occurred_at,
         )
         stream, partition_key = route(e)
-        outbox_params += (e.event_id, stream.value, partition_key, codec.wrap_envelope(e, data))
-    n = len(writes.events)
-    cur = AsyncRawCursor(conn)
-    await cur.execute(_multi_row(_EVENT_INSERT, _EVENT_ROW, n), event_params)
-    if writes.orders:
-        order_params = [v for o in writes.orders for v in _order_row(o)]
-        await cur.execute(_multi_row(_ORDER_INSERT, _ORDER_ROW, len(writes.orders), _ORDER_UPSERT), order_params)
-    await cur.execute(_multi_row(_OUTBOX_INSERT, _OUTBOX_ROW, n), outbox_params)
+        outbox += (e.event_id, stream.value, partition_key, codec.wrap_envelope(e, data))
+    for o in writes.orders:
+        params += _order_row(o)
+    params += outbox
+    await AsyncRawCursor(conn).execute(_write_sql(len(writes.events), len(writes.orders)), params)
 
 
 def _json_str(value: str | None) -> bytes:
