@@ -85,7 +85,7 @@ class BusSettings(BaseSettings):
     claim_idle_ms: int = 30_000
     stream_maxlen: int = 1_000_000
     relay_batch_size: int = 1_000
-    relay_poll_interval_s: float = 0.005
+    relay_poll_interval_s: float = 0.01
 
 
 class Settings(BaseSettings):

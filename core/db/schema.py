@@ -15,6 +15,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -92,6 +93,8 @@ user_accounts = Table(
     _created(),
     _updated(),
     UniqueConstraint("user_id", "exchange", "label", name="uq_user_accounts_user_exchange_label"),
+    # target of the (account_id, user_id) foreign keys: a row's user is always its account's owner
+    UniqueConstraint("id", "user_id", name="uq_user_accounts_id_user"),
     CheckConstraint("exchange IN ('binance', 'bybit', 'simulator')", name="exchange"),
 )
 
@@ -125,8 +128,8 @@ orders = Table(
     "orders",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("account_id", UUID(as_uuid=True), ForeignKey("user_accounts.id"), nullable=False),
-    Column("user_id", UUID(as_uuid=True), ForeignKey("users.id"), nullable=False),
+    Column("account_id", UUID(as_uuid=True), nullable=False),
+    Column("user_id", UUID(as_uuid=True), nullable=False),
     Column("strategy_id", UUID(as_uuid=True), ForeignKey("strategies.id"), nullable=True),
     Column("client_order_id", Text, nullable=False),
     Column("exchange_order_id", Text, nullable=True),
@@ -147,6 +150,9 @@ orders = Table(
     Column("version", Integer, nullable=False),
     _created(),
     _updated(),
+    ForeignKeyConstraint(
+        ["account_id", "user_id"], ["user_accounts.id", "user_accounts.user_id"], name="fk_orders_account_owner"
+    ),
     UniqueConstraint("account_id", "client_order_id", name="uq_orders_account_client_order_id"),
     CheckConstraint("side IN ('buy', 'sell')", name="side"),
     CheckConstraint("quantity > 0", name="quantity_positive"),
@@ -160,8 +166,8 @@ fills = Table(
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
     Column("order_id", UUID(as_uuid=True), ForeignKey("orders.id"), nullable=False, index=True),
-    Column("account_id", UUID(as_uuid=True), ForeignKey("user_accounts.id"), nullable=False),
-    Column("user_id", UUID(as_uuid=True), ForeignKey("users.id"), nullable=False),
+    Column("account_id", UUID(as_uuid=True), nullable=False),
+    Column("user_id", UUID(as_uuid=True), nullable=False),
     Column("exchange", Text, nullable=False),
     Column("symbol", Text, nullable=False),
     Column("side", Text, nullable=False),
@@ -174,6 +180,9 @@ fills = Table(
     Column("filled_at", DateTime(timezone=True), nullable=False),
     Column("exchange_ts_ms", BigInteger, nullable=True),
     _created(),
+    ForeignKeyConstraint(
+        ["account_id", "user_id"], ["user_accounts.id", "user_accounts.user_id"], name="fk_fills_account_owner"
+    ),
     UniqueConstraint("account_id", "exchange", "trade_id", name="uq_fills_account_exchange_trade"),
     CheckConstraint("quantity > 0", name="quantity_positive"),
     CheckConstraint("price > 0", name="price_positive"),
@@ -183,9 +192,9 @@ fills = Table(
 positions = Table(
     "positions",
     metadata,
-    Column("account_id", UUID(as_uuid=True), ForeignKey("user_accounts.id"), nullable=False),
+    Column("account_id", UUID(as_uuid=True), nullable=False),
     Column("symbol", Text, nullable=False),
-    Column("user_id", UUID(as_uuid=True), ForeignKey("users.id"), nullable=False, index=True),
+    Column("user_id", UUID(as_uuid=True), nullable=False, index=True),
     Column("exchange", Text, nullable=False),
     Column("quantity", MONEY, nullable=False, server_default="0"),
     Column("avg_entry_price", MONEY, nullable=True),
@@ -193,6 +202,9 @@ positions = Table(
     Column("fees", MONEY, nullable=False, server_default="0"),
     Column("version", Integer, nullable=False, server_default="0"),
     _updated(),
+    ForeignKeyConstraint(
+        ["account_id", "user_id"], ["user_accounts.id", "user_accounts.user_id"], name="fk_positions_account_owner"
+    ),
     PrimaryKeyConstraint("account_id", "symbol", name="pk_positions"),
 )
 

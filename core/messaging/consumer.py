@@ -45,6 +45,7 @@ class ConsumerConfig:
     consumer_name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     batch_size: int = 256
     block_ms: int = 200
+    linger_ms: int = 5  # after a small batch, let the next one grow: fewer, larger transactions under load
     max_deliveries: int = 5
     claim_idle_ms: int = 30_000
     retry_delay_s: float = 0.05
@@ -121,6 +122,8 @@ class StreamConsumer:
         )
         entries = self._entries(reply)
         await self._process(entries)
+        if 0 < len(entries) < self.config.batch_size // 4 and self.config.linger_ms:
+            await asyncio.sleep(self.config.linger_ms / 1000)
         return handled + len(entries)
 
     async def claim_abandoned(self) -> int:

@@ -137,3 +137,19 @@ async def test_event_store_replay_reads_all_events_in_global_order(kernel: Kerne
     assert positions == sorted(positions)
     ids = [s.event.aggregate_id for s in page]
     assert ids.index(first) < ids.index(second)
+
+
+async def test_order_under_another_users_account_is_refused_by_the_schema(kernel: Kernel, aconn) -> None:  # type: ignore[no-untyped-def]
+    (owner, account), (intruder, _other) = await seed_users(aconn, 2)
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        await kernel.bus.handle(place_command(intruder, account))
+    assert await count(aconn, "SELECT count(*) FROM orders WHERE account_id = %s", account) == 0
+    assert (
+        await count(
+            aconn,
+            "SELECT count(*) FROM event_store e JOIN outbox o USING (event_id) WHERE e.event_data->>'account_id' = %s",
+            account,
+        )
+        == 0
+    )
+    assert await kernel.bus.handle(place_command(owner, account))  # the owner still can
