@@ -221,7 +221,8 @@ class MarketDataSink:
                 await conn.execute(
                     f"INSERT INTO market_candles ({_CANDLE_COLUMNS}) SELECT DISTINCT ON (exchange, symbol, interval,"
                     f" source, open_time) {_CANDLE_COLUMNS} FROM stage_candles ORDER BY exchange, symbol, interval,"
-                    " source, open_time, closed DESC, volume DESC ON CONFLICT (exchange, symbol, interval, source, open_time)"
+                    " source, open_time, closed DESC, volume DESC"
+                    " ON CONFLICT (exchange, symbol, interval, source, open_time)"
                     " DO UPDATE SET high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,"
                     " volume = EXCLUDED.volume, quote_volume = EXCLUDED.quote_volume,"
                     " trade_count = EXCLUDED.trade_count, closed = EXCLUDED.closed"
