@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
+from core.domain.accounts import AccountEvent
 from core.domain.messages import Event
 from core.domain.orders import OrderEvent
 
@@ -78,4 +79,6 @@ def route(event: Event) -> tuple[Stream, str]:
     """Which stream an event is published on, and its partition key."""
     if isinstance(event, OrderEvent):
         return Stream.ORDER_EVENTS, event.user_id
+    if isinstance(event, AccountEvent):
+        return Stream.ACCOUNT_EVENTS, event.user_id
     raise LookupError(f"no stream is defined for {type(event).__name__}; add it to core.messaging.streams.route")
