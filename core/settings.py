@@ -88,6 +88,25 @@ class BusSettings(BaseSettings):
     relay_poll_interval_s: float = 0.01
 
 
+class MarketDataSettings(BaseSettings):
+    """Venues and symbols. No URLs configured means: run the local exchange simulator and use it."""
+
+    model_config = SettingsConfigDict(env_prefix="PATRIOT_MD_", extra="ignore")
+
+    symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
+    streams: list[str] = Field(default_factory=lambda: ["trade", "bookTicker", "kline_1m"])
+    binance_ws_url: str | None = None
+    binance_rest_url: str | None = None
+    binance_api_key: str | None = None
+    simulator_host: str = "127.0.0.1"
+    simulator_port: int = 58080
+    simulator_speed: str = "10"
+
+    @property
+    def uses_simulator(self) -> bool:
+        return self.binance_ws_url is None
+
+
 class Settings(BaseSettings):
     """All areas together; built once per process in bootstrap and passed in, never imported as a global."""
 
@@ -99,6 +118,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     bus: BusSettings = Field(default_factory=BusSettings)
+    market_data: MarketDataSettings = Field(default_factory=MarketDataSettings)
 
 
 def load_settings() -> Settings:
@@ -110,4 +130,5 @@ def load_settings() -> Settings:
         security=SecuritySettings(),
         observability=ObservabilitySettings(),
         bus=BusSettings(),
+        market_data=MarketDataSettings(),
     )
