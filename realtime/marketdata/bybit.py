@@ -21,7 +21,7 @@ from msgspec import UNSET, Raw, Struct, UnsetType, field
 
 from realtime.marketdata.errors import MalformedMessage
 from realtime.marketdata.models import BookDelta, BookTicker, Candle, MarketEvent, PriceLevel, Trade
-from realtime.marketdata.wire import Price, Size, WireLevel, decimal_text
+from realtime.marketdata.wire import DECODE_ERRORS, Price, Size, WireLevel, decimal_text
 
 # Bybit kline intervals (minutes, or D/W/M) and our names for them
 _INTERVALS = {
@@ -172,7 +172,7 @@ class BybitParser:
         """
         try:
             envelope = self._envelope.decode(raw)
-        except msgspec.DecodeError as exc:
+        except DECODE_ERRORS as exc:
             raise MalformedMessage(f"not a Bybit message: {exc}") from exc
         if envelope.topic is None:
             if envelope.op is not None:
@@ -186,7 +186,7 @@ class BybitParser:
             raise MalformedMessage(f"{envelope.topic} message without data")
         try:
             return handler(rest, envelope, envelope.data, received_ns)
-        except msgspec.DecodeError as exc:
+        except DECODE_ERRORS as exc:
             raise MalformedMessage(f"bad {envelope.topic} message: {exc}") from exc
 
     def _parse_trades(self, rest: str, envelope: _Envelope, data: Raw, received_ns: int) -> list[MarketEvent]:

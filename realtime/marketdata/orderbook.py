@@ -12,17 +12,18 @@ Sequencing rules, from the venues' documentation:
 
 Any break, or a crossed book (best bid >= best ask), clears the book and returns ``BookStatus.RESYNC``: the caller
 fetches a new snapshot (Binance) or resubscribes (Bybit). Binance events after a break are buffered again, so the next
-snapshot is bridged without losing them. Each side is a dict price -> size plus a sorted list of keys kept with
-``bisect``, ordered so the best level is at the end of the list where most changes happen (cheap to insert/delete).
+snapshot is bridged without losing them. Each side is a dict price -> size plus a heap that gives the best price
+(about 2x cheaper per level than a bisect-sorted list on Binance's full-depth diffs, where inserts land anywhere);
+sorted ``top(n)`` is computed on read.
 """
 
 from __future__ import annotations
 
 import zlib
-from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterable
 from enum import StrEnum
+from heapq import heapify, heappop, heappush, nlargest, nsmallest
 from typing import Literal
 
 from realtime.marketdata.errors import BookNotSynced
@@ -39,42 +40,61 @@ class BookStatus(StrEnum):
 
 
 class _Side:
-    """One side of the book. Keys are ``sign * price`` ascending, so the best level is always ``keys[-1]``."""
+    """One side of the book: price -> size, plus a heap of ``sign * price`` whose top is the best price.
 
-    __slots__ = ("keys", "levels", "sign")
+    Removals only touch the dict; heap entries whose price is gone are dropped when they reach the top (lazy
+    deletion), and the heap is rebuilt when stale entries outnumber live ones.
+    """
+
+    __slots__ = ("heap", "levels", "sign")
 
     def __init__(self, sign: float) -> None:
-        self.sign = sign
+        self.sign = sign  # -1.0 for bids (a max-heap through negation), 1.0 for asks
         self.levels: dict[float, float] = {}
-        self.keys: list[float] = []
+        self.heap: list[float] = []
 
     def load(self, levels: Iterable[PriceLevel]) -> None:
         self.levels = {price: size for price, size in levels if size > 0.0}
-        sign = self.sign
-        self.keys = sorted(sign * price for price in self.levels)
+        self._rebuild()
 
     def clear(self) -> None:
         self.levels = {}
-        self.keys = []
+        self.heap = []
 
     def update(self, changes: Iterable[PriceLevel]) -> None:
-        levels, keys, sign = self.levels, self.keys, self.sign
+        levels, heap, sign = self.levels, self.heap, self.sign
         for price, size in changes:
-            if size == 0.0:
-                if levels.pop(price, None) is not None:
-                    del keys[bisect_left(keys, sign * price)]
-            else:
+            if size:
                 if price not in levels:
-                    insort(keys, sign * price)
+                    heappush(heap, sign * price)
                 levels[price] = size
+            else:
+                levels.pop(price, None)
+        if len(heap) > 2 * len(levels) + 64:
+            self._rebuild()
 
     def best_price(self) -> float | None:
-        return self.sign * self.keys[-1] if self.keys else None
+        heap, levels, sign = self.heap, self.levels, self.sign
+        while heap:
+            price = sign * heap[0]
+            if price in levels:
+                return price
+            heappop(heap)
+        return None
 
     def top(self, depth: int | None) -> list[PriceLevel]:
-        sign, levels, keys = self.sign, self.levels, self.keys
-        chosen = keys if depth is None else keys[-depth:] if depth > 0 else []
-        return [(sign * key, levels[sign * key]) for key in reversed(chosen)]
+        """Best ``depth`` levels (all when None), best first; O(levels), for reads rather than every update."""
+        levels, best_first_desc = self.levels, self.sign < 0
+        if depth is None:
+            prices = sorted(levels, reverse=best_first_desc)
+        else:
+            prices = nlargest(depth, levels) if best_first_desc else nsmallest(depth, levels)
+        return [(price, levels[price]) for price in prices]
+
+    def _rebuild(self) -> None:
+        sign = self.sign
+        self.heap = [sign * price for price in self.levels]
+        heapify(self.heap)
 
 
 class OrderBook:
@@ -86,8 +106,8 @@ class OrderBook:
         self.exchange: str | None = None
         self.last_update_id: int | None = None
         self.exchange_ts_ms: int | None = None
-        self._bids = _Side(1.0)
-        self._asks = _Side(-1.0)
+        self._bids = _Side(-1.0)
+        self._asks = _Side(1.0)
         self._synced = False
         self._awaiting_first = False
         self._buffer: deque[BookDelta] = deque(maxlen=max_buffered)  # oldest go first: a snapshot is newer anyway

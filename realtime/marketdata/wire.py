@@ -6,6 +6,7 @@ import sys
 from decimal import Decimal
 from typing import Annotated
 
+import msgspec
 from msgspec import Meta
 
 # Lax msgspec decoding turns "nan"/"inf" strings into floats; bounds reject them (a NaN level would poison a book)
@@ -20,3 +21,8 @@ def decimal_text(value: float) -> str:
     if "e" in text or "E" in text:
         return format(Decimal(text), "f")
     return text
+
+
+# What msgspec raises on bad input: DecodeError/ValidationError, but invalid UTF-8 inside a string surfaces as
+# UnicodeDecodeError and very deep nesting as RecursionError (both found by fuzzing the real capture)
+DECODE_ERRORS: tuple[type[Exception], ...] = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
