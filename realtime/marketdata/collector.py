@@ -20,12 +20,14 @@ import orjson
 import structlog
 
 from core.observability.metrics import Metrics
-from realtime.marketdata.models import MarketEvent, Trade
+from realtime.marketdata.binance import BinanceParser
+from realtime.marketdata.candles import CandleBuilder
+from realtime.marketdata.models import BookDelta, MarketEvent, Trade
+from realtime.marketdata.orderbook import BookStatus, OrderBook
 from realtime.marketdata.subscriptions import ControlRateLimiter, SubscriptionRegistry
 
 log = structlog.get_logger(__name__)
 
-Parser = Callable[[bytes, int], MarketEvent | None]
 Sink = Callable[[MarketEvent], Awaitable[None]]
 
 
@@ -63,10 +65,13 @@ class CollectorStats:
 
 
 class BinanceCollector:
-    def __init__(self, config: CollectorConfig, parse: Parser, sink: Sink, metrics: Metrics) -> None:
+    def __init__(self, config: CollectorConfig, parser: BinanceParser, sink: Sink, metrics: Metrics) -> None:
         self._config = config
-        self._parse = parse
+        self._parser = parser
         self._sink = sink
+        self._books: dict[str, OrderBook] = {}
+        self._resyncing: set[str] = set()
+        self._candles = CandleBuilder()
         self._registry = SubscriptionRegistry(config.max_streams_per_connection)
         self._shards: dict[int, _Shard] = {}
         self._limiter = ControlRateLimiter()
@@ -189,7 +194,7 @@ class BinanceCollector:
         """Parse, check, and hand one message on; bad input is counted and dropped."""
         self.stats.messages += 1
         try:
-            event = self._parse(raw, received_ns)
+            event = self._parser.parse(raw, received_ns)
         except Exception as exc:  # the venue (or a fault) sent something we cannot read: count it, go on
             self.stats.malformed += 1
             self._bad.labels(reason=type(exc).__name__).inc()
@@ -201,8 +206,40 @@ class BinanceCollector:
             return
         if isinstance(event, Trade):
             await self._on_trade(event)
+        elif isinstance(event, BookDelta):
+            await self._on_depth(event)
         else:
             await self._sink(event)
+
+    def book(self, symbol: str) -> OrderBook | None:
+        """The local order book of ``symbol`` (raises BookNotSynced on read while it resyncs)."""
+        return self._books.get(symbol.upper())
+
+    async def _on_depth(self, delta: BookDelta) -> None:
+        book = self._books.get(delta.symbol)
+        if book is None:
+            book = self._books[delta.symbol] = OrderBook(delta.symbol, "binance_spot")
+        status = book.apply(delta)
+        if status in (BookStatus.RESYNC, BookStatus.BUFFERED) and not book.synced:
+            await self._resync_book(book)
+
+    async def _resync_book(self, book: OrderBook) -> None:
+        """Start (or restart after a gap or a crossed book) from a REST snapshot; buffered diffs follow it."""
+        if book.symbol in self._resyncing:
+            return
+        self._resyncing.add(book.symbol)
+        try:
+            assert self._session is not None
+            params = {"symbol": book.symbol, "limit": "1000"}
+            async with self._session.get(f"{self._config.rest_url}/api/v3/depth", params=params) as resp:
+                if resp.status != 200:
+                    log.warning("depth snapshot refused", symbol=book.symbol, status=resp.status)
+                    return
+                raw = await resp.read()
+            status = book.apply_snapshot(self._parser.parse_depth_snapshot(raw, time.time_ns(), book.symbol))
+            log.info("order book synced from snapshot", symbol=book.symbol, status=status.value)
+        finally:
+            self._resyncing.discard(book.symbol)
 
     async def _on_trade(self, trade: Trade) -> None:
         last = self.stats.last_trade_id.get(trade.symbol)
@@ -214,7 +251,13 @@ class BinanceCollector:
             self._gap_metric.labels(symbol=trade.symbol).inc()
             await self._backfill(trade.symbol, last + 1, trade.trade_id - 1)
         self.stats.last_trade_id[trade.symbol] = trade.trade_id
+        await self._emit_trade(trade)
+
+    async def _emit_trade(self, trade: Trade) -> None:
         await self._sink(trade)
+        closed = self._candles.add(trade)
+        if closed is not None:
+            await self._sink(closed)
 
     async def _backfill(self, symbol: str, first_id: int, last_id: int) -> None:
         """Fetch the missing trades [first_id, last_id] from REST and send them on in order."""

@@ -48,7 +48,7 @@ async def run_market_data(settings: Settings, database_url: str, redis_url: str,
     parser = BinanceParser()
     collector = BinanceCollector(
         CollectorConfig(ws_url=ws_url, rest_url=rest_url, api_key=settings.market_data.binance_api_key),
-        parser.parse,
+        parser,
         sink.add,
         metrics,
     )
