@@ -83,6 +83,7 @@ class SimulatorConfig:
     capture_files: tuple[Path, ...] = ()  # replay these WebSocket captures instead of the candles (needs binance_ws)
     speed: float | None = 10.0  # multiple of real time; None = as fast as possible
     replay: bool = True  # False: the market moves only when ``state.feed`` is stepped (tests)
+    replay_start: str = "now"  # or "first_subscriber", or "manual" (POST /admin/replay/start releases it)
     warmup_candles: int = 1440  # candles before the replay starts: kline/trade history and the opening book
     max_candles: int | None = None
     level_qty: Decimal = Decimal("0.25")  # synthetic book: level k holds level_qty * (k + 1)
@@ -211,7 +212,7 @@ def _attach_ws_replay(
             level_qty=str(config.level_qty),
             book_levels=config.book_levels,
         )
-    replay = attach_replay(app, source, speed=config.speed)
+    replay = attach_replay(app, source, speed=config.speed, start=config.replay_start)  # type: ignore[arg-type]
     market, levels = state.market, config.book_levels
 
     def feed_engine(event: ReplayEvent) -> None:
