@@ -77,7 +77,7 @@ def up() -> None:
     typer.echo("applying migrations ...")
     _migrate(endpoints.database_url)
     env = {**os.environ, "DATABASE_URL": endpoints.database_url, "REDIS_URL": endpoints.redis_url}
-    supervisor = Supervisor(env, [ServiceSpec("relay", ["relay"], "outbox -> Redis Streams")])
+    supervisor = Supervisor(env, _platform_services(settings))
     stop_requested = [False]
 
     def request_stop(_signum: int, _frame: object) -> None:
@@ -97,6 +97,19 @@ def up() -> None:
             stop_services(settings)
         pidfile.unlink(missing_ok=True)
         typer.echo("stopped; nothing left running.")
+
+
+def _platform_services(settings: Settings) -> list[ServiceSpec]:
+    """Every process ``patriot up`` runs; the simulator stands in for the venues when none is configured."""
+    md = settings.market_data
+    services = [ServiceSpec("relay", ["relay"], "outbox -> Redis Streams")]
+    if md.uses_simulator:
+        where = f"http://{md.simulator_host}:{md.simulator_port} (Binance REST+WS, Bybit WS)"
+        services.append(ServiceSpec("simulator", ["simulator"], where))
+    venue = "simulator" if md.uses_simulator else str(md.binance_ws_url)
+    services.append(ServiceSpec("marketdata", ["marketdata"], f"{', '.join(md.symbols)} from {venue}"))
+    services.append(ServiceSpec("accounts", ["accounts"], "a private stream per linked account"))
+    return services
 
 
 def _print_summary(settings: Settings, endpoints: Endpoints, supervisor: Supervisor) -> None:
@@ -153,6 +166,76 @@ def relay() -> None:
     settings = _settings("relay")
     endpoints = _endpoints(settings)
     asyncio.run(run_relay(settings, endpoints.database_url, endpoints.redis_url))
+
+
+@app.command()
+def simulator(
+    capture: list[Path] = typer.Option(None, help="replay these Binance WebSocket captures message for message"),
+    candles: list[Path] = typer.Option(None, help="replay these 1-minute candle files (SYMBOL_1m.csv.gz)"),
+    speed: str = typer.Option(None, help="1 (real time), 10, ... or max"),
+    port: int = typer.Option(None, help="listen port (default PATRIOT_MD_SIMULATOR_PORT)"),
+) -> None:
+    """Run the local exchange simulator (Binance spot REST + WebSocket, Bybit v5 public WebSocket)."""
+    from realtime.exchanges.simulator.app import SimulatorConfig, default_candle_files, parse_speed, run
+
+    settings = _settings("simulator")
+    md = settings.market_data
+    candle_files = {p.name.split("_")[0].upper(): p for p in candles} if candles else {}
+    if not capture and not candle_files:
+        candle_files = default_candle_files(_data_dir(), "2025", md.symbols)
+    for path in [*(capture or []), *candle_files.values()]:
+        if not path.exists():
+            typer.secho(f"error: {path} does not exist", fg="red", err=True)
+            raise typer.Exit(2)
+    run(
+        SimulatorConfig(
+            host=md.simulator_host,
+            port=port if port is not None else md.simulator_port,
+            candle_files=candle_files,
+            capture_files=tuple(capture or ()),
+            speed=parse_speed(speed or md.simulator_speed),
+        )
+    )
+
+
+def _data_dir() -> Path:
+    """The real market data shipped with the project (``data/`` at the repository root)."""
+    import realtime
+
+    return Path(realtime.__file__).resolve().parent.parent / "data"
+
+
+@app.command()
+def marketdata() -> None:
+    """Run the market-data service: shared venue connections -> market streams and PostgreSQL."""
+    from core.runtime.processes import stop_on_signals, tune_gc
+    from realtime.marketdata.service import run_market_data
+
+    settings = _settings("marketdata")
+    endpoints = _endpoints(settings)
+
+    async def main() -> None:
+        stop = stop_on_signals()
+        tune_gc()
+        await run_market_data(settings, endpoints.database_url, endpoints.redis_url, stop)
+
+    asyncio.run(main())
+
+
+@app.command()
+def accounts() -> None:
+    """Run the account data service: one private stream per active linked account -> account.events."""
+    from core.runtime.processes import stop_on_signals
+    from realtime.accounts.service import run_account_streams
+
+    settings = _settings("accounts")
+    _check_master_key(settings)
+    endpoints = _endpoints(settings)
+
+    async def main() -> None:
+        await run_account_streams(settings, endpoints.database_url, endpoints.redis_url, stop_on_signals())
+
+    asyncio.run(main())
 
 
 @db_app.command("migrate")

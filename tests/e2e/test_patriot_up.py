@@ -31,6 +31,7 @@ def platform_env(data_dir: Path) -> dict[str, str]:
         PATRIOT_ENV="dev",
         PATRIOT_EMBEDDED_PG_PORT=str(free_port()),
         PATRIOT_EMBEDDED_REDIS_PORT=str(free_port()),
+        PATRIOT_MD_SIMULATOR_PORT=str(free_port()),
         PATRIOT_LOG_JSON="false",
     )
     return env

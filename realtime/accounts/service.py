@@ -1,0 +1,105 @@
+"""The account data service process: one private stream per active linked account, followed as accounts
+are linked, deactivated or removed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import psycopg
+import structlog
+from redis.asyncio import Redis
+
+from core.domain.accounts import AccountEvent
+from core.messaging.codec import Codec
+from core.messaging.publisher import publish_events
+from core.messaging.streams import StreamNames
+from core.observability.metrics import Metrics, build_metrics, serve_metrics
+from core.security.account_secrets import read_account_secrets
+from core.security.crypto import KeyRing
+from core.security.master_key import load_keyring
+from core.settings import Settings
+from realtime.accounts.user_stream import BinanceUserStream, LinkedAccount, UserStreamConfig
+from realtime.marketdata.service import venue_urls
+
+log = structlog.get_logger(__name__)
+
+_ACTIVE = (
+    "SELECT id::text, user_id::text, exchange FROM user_accounts WHERE active AND exchange IN ('binance', 'simulator')"
+)
+
+
+def active_accounts(database_url: str, keyring: KeyRing) -> list[LinkedAccount]:
+    """Active Binance-protocol accounts with their decrypted API keys (kept in memory only)."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(_ACTIVE).fetchall()
+        return [
+            LinkedAccount(account_id, user_id, read_account_secrets(conn, keyring, account_id).api_key, exchange)
+            for account_id, user_id, exchange in rows
+        ]
+
+
+class AccountStreams:
+    """Keeps exactly one running stream per active account."""
+
+    def __init__(self, config: UserStreamConfig, redis: Redis, names: StreamNames, metrics: Metrics) -> None:
+        self._config = config
+        self._redis = redis
+        self._names = names
+        self._codec = Codec.create()
+        self._metrics = metrics
+        self._running: dict[str, tuple[BinanceUserStream, asyncio.Task[None]]] = {}
+
+    async def _publish(self, events: Sequence[AccountEvent]) -> None:
+        await publish_events(self._redis, self._names, self._codec, events)
+
+    def streams(self) -> dict[str, BinanceUserStream]:
+        return {account_id: stream for account_id, (stream, _) in self._running.items()}
+
+    async def reconcile(self, accounts: Sequence[LinkedAccount]) -> None:
+        wanted = {a.account_id: a for a in accounts}
+        for account_id in set(self._running) - set(wanted):
+            await self._stop(account_id)
+        for account_id, account in wanted.items():
+            if account_id not in self._running:
+                stream = BinanceUserStream(account, self._config, self._publish, self._metrics)
+                self._running[account_id] = (stream, asyncio.create_task(stream.run()))
+                log.info("following account stream", account=account_id)
+
+    async def _stop(self, account_id: str) -> None:
+        stream, task = self._running.pop(account_id)
+        stream.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def close(self) -> None:
+        for account_id in list(self._running):
+            await self._stop(account_id)
+
+
+async def run_account_streams(
+    settings: Settings, database_url: str, redis_url: str, stop: asyncio.Event, poll_s: float = 5.0
+) -> None:
+    """Follow every active linked account until ``stop`` is set, picking up newly linked ones."""
+    metrics = build_metrics("accounts")
+    if settings.observability.metrics_port:
+        serve_metrics(metrics, settings.observability.metrics_port)
+    keyring = load_keyring(settings.security, settings.runtime)
+    ws_url, rest_url = venue_urls(settings)
+    redis = Redis.from_url(redis_url)
+    streams = AccountStreams(
+        UserStreamConfig(rest_url=rest_url, ws_url=ws_url),
+        redis,
+        StreamNames(settings.redis.key_prefix, settings.bus.partitions),
+        metrics,
+    )
+    try:
+        while not stop.is_set():
+            await streams.reconcile(await asyncio.to_thread(active_accounts, database_url, keyring))
+            try:
+                await asyncio.wait_for(stop.wait(), poll_s)
+            except TimeoutError:
+                pass
+    finally:
+        await streams.close()
+        await redis.aclose()
