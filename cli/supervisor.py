@@ -6,7 +6,6 @@ down; on shutdown each gets SIGTERM, then SIGKILL after a grace period, so nothi
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import psutil
 import structlog
 
 log = structlog.get_logger(__name__)
@@ -86,10 +86,8 @@ class Supervisor:
 
 
 def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a process that exited but was not yet reaped by its parent counts as gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    return True

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -65,6 +66,12 @@ def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 120
     raise AssertionError(f"{needle!r} not printed; output:\n{''.join(lines)}")
 
 
+def drain(proc: subprocess.Popen[str]) -> None:
+    """Keep reading the platform's output, as a terminal would, so its log writes never block."""
+    assert proc.stdout is not None
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+
+
 def start_up(env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "cli.main", "up"],
@@ -89,6 +96,7 @@ def test_up_from_nothing_then_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
     proc = start_up(env)
     try:
         lines = wait_for_line(proc, "PATRIOT is up")
+        drain(proc)
         assert_schema_and_relay(env, lines)
         assert len(processes_under(data_dir)) >= 2  # postgres and valkey at least
         assert (data_dir / "secrets").exists()  # dev master key generated once
@@ -107,11 +115,13 @@ def test_up_twice_reuses_data_and_down_stops_everything(tmp_path: Path) -> None:
     env = platform_env(data_dir)
     first = start_up(env)
     wait_for_line(first, "PATRIOT is up")
+    drain(first)
     first.send_signal(signal.SIGINT)
     first.wait(60)
     second = start_up(env)
     try:
         lines = wait_for_line(second, "PATRIOT is up")
+        drain(second)
         assert_schema_and_relay(env, lines)
         down = subprocess.run(
             [sys.executable, "-m", "cli.main", "down"], env=env, text=True, capture_output=True, timeout=90
