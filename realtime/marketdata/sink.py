@@ -71,6 +71,7 @@ class MarketDataSink:
         self._max_age_s = max_age_s
         self._persist_tickers = persist_tickers
         self._buffers = _Buffers()
+        self._flushing = asyncio.Lock()
         self._oldest = 0.0
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._partitions: dict[str, set[str]] = {}
@@ -100,12 +101,13 @@ class MarketDataSink:
             await self.add(event)
 
     async def flush(self) -> None:
-        """Publish, then persist, everything buffered."""
-        buffers, self._buffers = self._buffers, _Buffers()
-        if not buffers:
-            return
-        await self._publish(buffers)
-        await self._persist(buffers)
+        """Publish, then persist, everything buffered; one flush at a time (they share a connection)."""
+        async with self._flushing:
+            buffers, self._buffers = self._buffers, _Buffers()
+            if not buffers:
+                return
+            await self._publish(buffers)
+            await self._persist(buffers)
 
     async def close(self) -> None:
         await self.flush()

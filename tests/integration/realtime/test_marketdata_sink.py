@@ -92,3 +92,26 @@ async def test_candle_versions_keep_the_last_and_tickers_are_stored(
         ticker = conn.execute("SELECT bid_price, ask_qty FROM book_tickers").fetchall()
     assert rows == [(Decimal("3"), Decimal("2.5"), Decimal("12"), True)]
     assert ticker == [(Decimal("61837.63"), Decimal("1.54698"))]
+
+
+async def test_concurrent_flushes_are_serialised_and_lose_nothing(
+    sink: MarketDataSink, migrated_database_url: str
+) -> None:
+    import asyncio
+
+    trades = capture_trades()[:3000]
+
+    for t in trades[:1500]:
+        await sink.add(t)  # below the batch size: buffered
+
+    async def more_then_flush() -> None:
+        await asyncio.sleep(0)
+        for t in trades[1500:]:
+            await sink.add(t)
+        await sink.flush()
+
+    # the service flushes on a timer while the collector's adds flush: two flushes overlap
+    await asyncio.gather(sink.flush(), more_then_flush())
+    await sink.flush()
+    with psycopg.connect(migrated_database_url) as conn:
+        assert conn.execute("SELECT count(DISTINCT trade_id) FROM market_trades").fetchone() == (3000,)
