@@ -36,6 +36,8 @@ import orjson
 import psycopg
 import redis
 
+from bench.common import Servers
+from bench.ingest_lag import measure_lag
 from core.db.timeseries import TIME_SERIES_TABLES
 from core.db.urls import libpq_url, with_database
 from core.messaging.streams import Stream, StreamNames
@@ -308,9 +310,8 @@ def main() -> None:
         "copy_rows_per_s": round(copy_rate),
         "rows": len(trades),
         "batch": opts.batch,
-        # End-to-end lag (exchange time -> on the bus) needs the running collector; the lead adds it
-        "lag_p99_ms": None,
     }
+    result.update(asyncio.run(measure_lag(Servers(database_url, redis_url), CAPTURE, speed=10.0)))
     print(json.dumps(result))
 
 

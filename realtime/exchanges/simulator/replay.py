@@ -164,6 +164,8 @@ class MarketReplay:
         self.start_mode = start
         self.published = 0
         self.started = asyncio.Event()
+        self.started_wall_ns: int | None = None
+        self.first_event_ns: int | None = None
         self.finished = asyncio.Event()
         self._bus = bus
         self._go = asyncio.Event()
@@ -217,12 +219,14 @@ class MarketReplay:
         events = iter(self.source.events())
         first_ns: int | None = None
         wall_start = loop.time()
+        self.started_wall_ns = time.time_ns()
         count = 0
         while batch := await asyncio.to_thread(_take, events, _BATCH):
             for event in batch:
                 count += 1
                 if self.speed is not None:
                     first_ns = event.at_ns if first_ns is None else first_ns
+                    self.first_event_ns = first_ns
                     delay = wall_start + (event.at_ns - first_ns) / 1e9 / self.speed - loop.time()
                     if delay > 0.001:
                         await asyncio.sleep(delay)
@@ -307,6 +311,9 @@ async def _replay_status(request: web.Request) -> web.Response:
         "started": replay.started.is_set(),
         "finished": replay.finished.is_set(),
         "published": replay.published,
+        # the replay clock: an event captured at ``at`` is sent at started_wall_ns + (at - first_event_ns) / speed
+        "started_wall_ns": replay.started_wall_ns,
+        "first_event_ns": replay.first_event_ns,
         "speed": "max" if replay.speed is None else replay.speed,
         "symbols": replay.symbols(),
     }
