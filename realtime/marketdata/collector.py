@@ -72,6 +72,7 @@ class BinanceCollector:
         self._books: dict[str, OrderBook] = {}
         self._resyncing: set[str] = set()
         self._candles = CandleBuilder()
+        self._last_data = time.monotonic()
         self._registry = SubscriptionRegistry(config.max_streams_per_connection)
         self._shards: dict[int, _Shard] = {}
         self._limiter = ControlRateLimiter()
@@ -171,24 +172,44 @@ class BinanceCollector:
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> bool:
         """Read until the connection ends, goes silent, or reaches its maximum age; True if data arrived."""
-        opened = time.monotonic()
+        self._last_data = time.monotonic()
         got_data = False
-        while not self._stop.is_set():
-            if time.monotonic() - opened > self._config.max_connection_age_s:
-                log.info("refreshing connection before the venue's 24 h limit")
-                return got_data
-            try:
-                msg = await ws.receive(timeout=self._config.watchdog_s)
-            except TimeoutError:
-                log.warning("no market data within the watchdog period; reconnecting", seconds=self._config.watchdog_s)
-                return got_data
-            if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                got_data = True
-                data = msg.data.encode() if isinstance(msg.data, str) else msg.data
-                await self.on_message(data, time.time_ns())
-            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-                return got_data
+        watchdog = asyncio.create_task(self._watch(ws))
+        try:
+            while not self._stop.is_set():
+                msg = await ws.receive()
+                if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    got_data = True
+                    self._last_data = time.monotonic()
+                    data = msg.data.encode() if isinstance(msg.data, str) else msg.data
+                    await self.on_message(data, time.time_ns())
+                elif msg.type in (
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSING,
+                    aiohttp.WSMsgType.CLOSED,
+                    aiohttp.WSMsgType.ERROR,
+                ):
+                    return got_data
+        finally:
+            watchdog.cancel()
         return got_data
+
+    async def _watch(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Close a connection that went silent (pings alone do not count) or reached the venue's age limit.
+
+        A separate task rather than a receive timeout: aiohttp restarts that timeout on every ping, and wrapping
+        each receive in wait_for would cost a task per message.
+        """
+        opened = time.monotonic()
+        while not ws.closed:
+            await asyncio.sleep(min(1.0, self._config.watchdog_s / 4))
+            now = time.monotonic()
+            if now - self._last_data > self._config.watchdog_s:
+                log.warning("no market data within the watchdog period; reconnecting", seconds=self._config.watchdog_s)
+                await ws.close()
+            elif now - opened > self._config.max_connection_age_s:
+                log.info("refreshing connection before the venue's 24 h limit")
+                await ws.close()
 
     async def on_message(self, raw: bytes, received_ns: int) -> None:
         """Parse, check, and hand one message on; bad input is counted and dropped."""

@@ -105,7 +105,12 @@ async def run_collector(
                 break
             await asyncio.sleep(0.05)
         assert status.get("finished"), status
-    await asyncio.sleep(0.5)  # the last messages in flight
+    last_id = int(file_contents()[0][-1]["t"])  # type: ignore[call-overload]
+    for _ in range(300):  # the simulator sent everything; let the collector work through what it received
+        if collector.stats.last_trade_id.get("BTCUSDT") == last_id:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
     await collector.stop()
     await sink.close()
     await redis.aclose()
@@ -158,3 +163,30 @@ async def test_dropped_connection_and_skipped_messages_leave_no_missing_trade(
     assert collector.stats.gaps >= 1 and collector.stats.backfilled >= 40
     assert collector.stats.malformed >= 1
     assert ids == expected, f"{len(set(expected) - set(ids))} trades missing"
+
+
+async def test_silent_connection_is_replaced_by_the_watchdog(simulator: str, migrated_database_url: str) -> None:
+    metrics = build_metrics("test")
+    received: list[object] = []
+
+    async def sink(event: object) -> None:
+        received.append(event)
+
+    collector = BinanceCollector(
+        CollectorConfig(
+            ws_url=f"ws://{simulator}",
+            rest_url=f"http://{simulator}",
+            watchdog_s=0.3,
+            reconnect_initial_s=0.05,
+            reconnect_max_s=0.1,
+        ),
+        BinanceParser(),
+        sink,
+        metrics,  # type: ignore[arg-type]
+    )
+    await collector.subscribe("btcusdt@trade")
+    await collector.start()
+    await asyncio.sleep(1.6)  # the replay was never started: the venue is connected but silent
+    await collector.stop()
+    assert collector.stats.connects >= 3
+    assert received == []
