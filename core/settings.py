@@ -98,6 +98,7 @@ class MarketDataSettings(BaseSettings):
     binance_ws_url: str | None = None
     binance_rest_url: str | None = None
     binance_api_key: str | None = None
+    bybit_private_ws_url: str | None = None  # e.g. wss://stream.bybit.com; unset: the simulator's /v5/private
     simulator_host: str = "127.0.0.1"
     simulator_port: int = 58080
     simulator_speed: str = "10"

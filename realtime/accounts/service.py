@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import psycopg
 import structlog
@@ -19,52 +20,75 @@ from core.security.account_secrets import read_account_secrets
 from core.security.crypto import KeyRing
 from core.security.master_key import load_keyring
 from core.settings import Settings
+from realtime.accounts.bybit_stream import BybitPrivateStream
 from realtime.accounts.user_stream import BinanceUserStream, LinkedAccount, UserStreamConfig
 from realtime.marketdata.service import venue_urls
 
 log = structlog.get_logger(__name__)
 
-_ACTIVE = (
-    "SELECT id::text, user_id::text, exchange FROM user_accounts WHERE active AND exchange IN ('binance', 'simulator')"
-)
+PrivateStream = BinanceUserStream | BybitPrivateStream
+
+_ACTIVE = "SELECT id::text, user_id::text, exchange FROM user_accounts WHERE active"
 
 
-def active_accounts(database_url: str, keyring: KeyRing) -> list[LinkedAccount]:
-    """Active Binance-protocol accounts with their decrypted API keys (kept in memory only)."""
+@dataclass(frozen=True, slots=True)
+class ActiveAccount:
+    account: LinkedAccount
+    api_secret: str = field(repr=False)  # Bybit signs its stream login with it; held in memory only
+
+
+def active_accounts(database_url: str, keyring: KeyRing) -> list[ActiveAccount]:
+    """Active linked accounts with their decrypted credentials (kept in memory only, never logged)."""
+    found = []
     with psycopg.connect(database_url) as conn:
-        rows = conn.execute(_ACTIVE).fetchall()
-        return [
-            LinkedAccount(account_id, user_id, read_account_secrets(conn, keyring, account_id).api_key, exchange)
-            for account_id, user_id, exchange in rows
-        ]
+        for account_id, user_id, exchange in conn.execute(_ACTIVE).fetchall():
+            credentials = read_account_secrets(conn, keyring, account_id)
+            found.append(
+                ActiveAccount(LinkedAccount(account_id, user_id, credentials.api_key, exchange), credentials.api_secret)
+            )
+    return found
 
 
 class AccountStreams:
     """Keeps exactly one running stream per active account."""
 
-    def __init__(self, config: UserStreamConfig, redis: Redis, names: StreamNames, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        config: UserStreamConfig,
+        redis: Redis,
+        names: StreamNames,
+        metrics: Metrics,
+        bybit_ws_url: str | None = None,
+    ) -> None:
         self._config = config
+        self._bybit_ws_url = bybit_ws_url or config.ws_url
         self._redis = redis
         self._names = names
         self._codec = Codec.create()
         self._metrics = metrics
-        self._running: dict[str, tuple[BinanceUserStream, asyncio.Task[None]]] = {}
+        self._running: dict[str, tuple[PrivateStream, asyncio.Task[None]]] = {}
 
     async def _publish(self, events: Sequence[AccountEvent]) -> None:
         await publish_events(self._redis, self._names, self._codec, events)
 
-    def streams(self) -> dict[str, BinanceUserStream]:
+    def streams(self) -> dict[str, PrivateStream]:
         return {account_id: stream for account_id, (stream, _) in self._running.items()}
 
-    async def reconcile(self, accounts: Sequence[LinkedAccount]) -> None:
-        wanted = {a.account_id: a for a in accounts}
+    async def reconcile(self, accounts: Sequence[ActiveAccount]) -> None:
+        wanted = {a.account.account_id: a for a in accounts}
         for account_id in set(self._running) - set(wanted):
             await self._stop(account_id)
-        for account_id, account in wanted.items():
+        for account_id, active in wanted.items():
             if account_id not in self._running:
-                stream = BinanceUserStream(account, self._config, self._publish, self._metrics)
+                stream = self._stream_for(active)
                 self._running[account_id] = (stream, asyncio.create_task(stream.run()))
-                log.info("following account stream", account=account_id)
+                log.info("following account stream", account=account_id, exchange=active.account.exchange)
+
+    def _stream_for(self, active: ActiveAccount) -> PrivateStream:
+        if active.account.exchange == "bybit":
+            config = UserStreamConfig(rest_url=self._config.rest_url, ws_url=self._bybit_ws_url)
+            return BybitPrivateStream(active.account, active.api_secret, config, self._publish, self._metrics)
+        return BinanceUserStream(active.account, self._config, self._publish, self._metrics)
 
     async def _stop(self, account_id: str) -> None:
         stream, task = self._running.pop(account_id)
@@ -92,6 +116,7 @@ async def run_account_streams(
         redis,
         StreamNames(settings.redis.key_prefix, settings.bus.partitions),
         metrics,
+        bybit_ws_url=settings.market_data.bybit_private_ws_url,
     )
     try:
         while not stop.is_set():

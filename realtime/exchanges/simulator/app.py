@@ -172,6 +172,9 @@ def _add_ws_routes(app: web.Application, state: SimulatorState) -> None:
         return
     if hasattr(bybit_ws, "add_routes"):
         bybit_ws.add_routes(app)
+    from realtime.exchanges.simulator.bybit_private import attach_bybit_private
+
+    attach_bybit_private(app, state.engine, state.credentials.get)
 
 
 def _user_events(

@@ -40,8 +40,9 @@ async def simulator() -> AsyncIterator[str]:
     await runner.cleanup()
 
 
+@pytest.mark.parametrize("exchange", ["simulator", "bybit"])  # Binance user-data stream, Bybit private stream
 async def test_order_fill_and_balances_arrive_as_account_events(
-    simulator: str, migrated_database_url: str, redis_url: str, key_prefix: str, tmp_path: Path
+    exchange: str, simulator: str, migrated_database_url: str, redis_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
     demo = demo_accounts()[0]
     keyring = load_keyring(SecuritySettings(), RuntimeSettings(env=Environment.TEST, data_dir=tmp_path))
@@ -53,7 +54,7 @@ async def test_order_fill_and_balances_arrive_as_account_events(
             keyring,
             account_id=account_id,
             user_id=user_id,
-            exchange="simulator",
+            exchange=exchange,
             label="main",
             api_key=demo.api_key,
             api_secret=demo.secret,
