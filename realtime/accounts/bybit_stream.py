@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import random
 import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -28,7 +27,8 @@ from core.domain.accounts import (
     report_id,
 )
 from core.observability.metrics import Metrics
-from realtime.accounts.user_stream import LinkedAccount, MalformedReport, Publish, UserStreamConfig
+from realtime.accounts.private_stream import LinkedAccount, LoginRefused, PrivateStream, Publish, UserStreamConfig
+from realtime.accounts.user_stream import MalformedReport
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +53,7 @@ class BybitMalformedReport(MalformedReport):
     pass
 
 
-class AuthRefused(Exception):
+class AuthRefused(LoginRefused):
     pass
 
 
@@ -153,56 +153,24 @@ def _fill(account: LinkedAccount, base: dict[str, Any], item: dict[str, Any]) ->
     )
 
 
-class BybitPrivateStream:
+class BybitPrivateStream(PrivateStream):
     def __init__(
         self, account: LinkedAccount, api_secret: str, config: UserStreamConfig, publish: Publish, metrics: Metrics
     ) -> None:
-        self._account = account
+        super().__init__(account, config, publish, metrics)
         self._secret = api_secret
-        self._config = config
-        self._publish = publish
-        self._last_alive = time.monotonic()
-        self._stop = asyncio.Event()
         self._req = 0
-        self.connected = asyncio.Event()
-        self.reports = 0
         self.auth_failures = 0
-        self._staleness = metrics.gauge(
-            "patriot_account_stream_staleness_seconds",
-            "Seconds since the account stream last proved alive",
-            ("account",),
-        ).labels(account=account.account_id)
-        self._bad = metrics.counter(
-            "patriot_account_stream_bad_messages_total", "Unreadable account reports", ("account",)
-        ).labels(account=account.account_id)
 
-    @property
-    def staleness(self) -> float:
-        value = time.monotonic() - self._last_alive
-        self._staleness.set(value)
-        return value
+    def _failed(self, exc: Exception) -> None:
+        if isinstance(exc, AuthRefused):
+            self.auth_failures += 1
+            log.error("bybit private auth refused", account=self._account.account_id, error=str(exc))
+        else:
+            super()._failed(exc)
 
-    def stop(self) -> None:
-        self._stop.set()
-
-    async def run(self) -> None:
-        attempt = 0
-        async with aiohttp.ClientSession() as session:
-            while not self._stop.is_set():
-                try:
-                    if await self._follow(session):
-                        attempt = 0
-                except AuthRefused as exc:
-                    self.auth_failures += 1
-                    log.error("bybit private auth refused", account=self._account.account_id, error=str(exc))
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    log.warning("bybit private stream failed", account=self._account.account_id, error=repr(exc))
-                self.connected.clear()
-                if self._stop.is_set():
-                    return
-                delay = min(self._config.reconnect_max_s, self._config.reconnect_initial_s * 2**attempt)
-                attempt += 1
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+    async def _connect(self, session: aiohttp.ClientSession) -> bool:
+        return await self._follow(session)
 
     async def _follow(self, session: aiohttp.ClientSession) -> bool:
         """One connection: auth, subscribe, read until it ends; True if it got as far as subscribed."""
@@ -269,9 +237,7 @@ class BybitPrivateStream:
             self._bad.inc()
             log.warning("unreadable bybit account report", account=self._account.account_id, error=str(exc)[:200])
             return
-        if events:
-            await self._publish(events)
-            self.reports += len(events)
+        await self._deliver(events)
 
     async def _ping(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while not ws.closed:

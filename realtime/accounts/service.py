@@ -21,7 +21,8 @@ from core.security.crypto import KeyRing
 from core.security.master_key import load_keyring
 from core.settings import Settings
 from realtime.accounts.bybit_stream import BybitPrivateStream
-from realtime.accounts.user_stream import BinanceUserStream, LinkedAccount, UserStreamConfig
+from realtime.accounts.private_stream import LinkedAccount, UserStreamConfig
+from realtime.accounts.user_stream import BinanceUserStream
 from realtime.marketdata.service import venue_urls
 
 log = structlog.get_logger(__name__)

@@ -9,10 +9,7 @@ connection is healthy, even when the account is quiet.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 import aiohttp
@@ -26,33 +23,13 @@ from core.domain.accounts import (
     ExchangeOrderReported,
     report_id,
 )
-from core.observability.metrics import Metrics
+from realtime.accounts.private_stream import LinkedAccount, PrivateStream
 
 log = structlog.get_logger(__name__)
-
-Publish = Callable[[Sequence[AccountEvent]], Awaitable[None]]
 
 
 class MalformedReport(ValueError):
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class LinkedAccount:
-    account_id: str
-    user_id: str
-    api_key: str
-    exchange: str = "binance"
-
-
-@dataclass(frozen=True, slots=True)
-class UserStreamConfig:
-    rest_url: str
-    ws_url: str
-    keepalive_s: float = 30 * 60
-    ping_interval_s: float = 0.5
-    reconnect_initial_s: float = 0.2
-    reconnect_max_s: float = 30.0
 
 
 def _dec(value: object) -> Decimal:
@@ -128,49 +105,13 @@ def parse_user_event(account: LinkedAccount, msg: dict[str, object]) -> list[Acc
     return []
 
 
-class BinanceUserStream:
-    def __init__(self, account: LinkedAccount, config: UserStreamConfig, publish: Publish, metrics: Metrics) -> None:
-        self._account = account
-        self._config = config
-        self._publish = publish
-        self._last_alive = time.monotonic()
-        self._stop = asyncio.Event()
-        self.connected = asyncio.Event()
-        self.reports = 0
-        self._staleness = metrics.gauge(
-            "patriot_account_stream_staleness_seconds",
-            "Seconds since the account stream last proved alive",
-            ("account",),
-        ).labels(account=account.account_id)
-        self._bad = metrics.counter(
-            "patriot_account_stream_bad_messages_total", "Unreadable account reports", ("account",)
-        ).labels(account=account.account_id)
+class BinanceUserStream(PrivateStream):
+    def _session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(headers={"X-MBX-APIKEY": self._account.api_key})
 
-    @property
-    def staleness(self) -> float:
-        value = time.monotonic() - self._last_alive
-        self._staleness.set(value)
-        return value
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    async def run(self) -> None:
-        attempt = 0
-        async with aiohttp.ClientSession(headers={"X-MBX-APIKEY": self._account.api_key}) as session:
-            while not self._stop.is_set():
-                try:
-                    listen_key = await self._listen_key(session)
-                    await self._follow(session, listen_key)
-                    attempt = 0
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    log.warning("account stream failed", account=self._account.account_id, error=repr(exc))
-                self.connected.clear()
-                if self._stop.is_set():
-                    return
-                delay = min(self._config.reconnect_max_s, self._config.reconnect_initial_s * 2**attempt)
-                attempt += 1
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+    async def _connect(self, session: aiohttp.ClientSession) -> bool:
+        await self._follow(session, await self._listen_key(session))
+        return True
 
     async def _listen_key(self, session: aiohttp.ClientSession) -> str:
         async with session.post(f"{self._config.rest_url}/api/v3/userDataStream") as resp:
@@ -221,9 +162,7 @@ class BinanceUserStream:
             self._bad.inc()
             log.warning("unreadable account report", account=self._account.account_id, error=str(exc)[:200])
             return None
-        if events:
-            await self._publish(events)
-            self.reports += len(events)
+        await self._deliver(events)
         return None
 
     async def _ping(self, ws: aiohttp.ClientWebSocketResponse) -> None:

@@ -22,8 +22,8 @@ from core.observability.metrics import build_metrics
 from core.security.account_secrets import store_account
 from core.security.master_key import load_keyring
 from core.settings import Environment, RuntimeSettings, SecuritySettings
+from realtime.accounts.private_stream import UserStreamConfig
 from realtime.accounts.service import AccountStreams, active_accounts
-from realtime.accounts.user_stream import UserStreamConfig
 from realtime.exchanges.simulator.app import SimulatorConfig, bound_port, default_candle_files, demo_accounts, serve
 
 pytestmark = pytest.mark.integration

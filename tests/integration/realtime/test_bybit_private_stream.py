@@ -17,7 +17,7 @@ from aiohttp import web
 from core.domain.accounts import AccountEvent, ExchangeBalanceReported, ExchangeFillReported, ExchangeOrderReported
 from core.observability.metrics import build_metrics
 from realtime.accounts.bybit_stream import BybitPrivateStream, auth_args
-from realtime.accounts.user_stream import LinkedAccount, UserStreamConfig
+from realtime.accounts.private_stream import LinkedAccount, UserStreamConfig
 from realtime.exchanges.simulator.app import SimulatorConfig, bound_port, build_app, default_candle_files, demo_accounts
 from realtime.exchanges.simulator.bybit_private import attach_bybit_private
 from realtime.exchanges.simulator.engine_types import OrderRequest

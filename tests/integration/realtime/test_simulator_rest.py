@@ -279,7 +279,8 @@ async def test_injected_faults_answer_errors_and_delays(sim: Sim) -> None:
 async def test_user_data_stream_pushes_reports_our_parser_reads(tmp_path: Path) -> None:
     pytest.importorskip("realtime.exchanges.simulator.binance_ws")
     from core.domain.accounts import ExchangeBalanceReported, ExchangeFillReported, ExchangeOrderReported
-    from realtime.accounts.user_stream import LinkedAccount, parse_user_event
+    from realtime.accounts.private_stream import LinkedAccount
+    from realtime.accounts.user_stream import parse_user_event
 
     async with running(tmp_path, ws_routes=True) as sim, binance(sim) as exchange:
         listen_key = (await exchange.publicPostUserDataStream())["listenKey"]

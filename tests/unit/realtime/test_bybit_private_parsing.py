@@ -11,7 +11,8 @@ import pytest
 
 from core.domain.accounts import ExchangeBalanceReported, ExchangeFillReported, ExchangeOrderReported
 from realtime.accounts.bybit_stream import BybitMalformedReport, auth_args, parse_bybit_private
-from realtime.accounts.user_stream import LinkedAccount, MalformedReport
+from realtime.accounts.private_stream import LinkedAccount
+from realtime.accounts.user_stream import MalformedReport
 
 ACCOUNT = LinkedAccount(account_id="acc-1", user_id="user-1", api_key="k", exchange="bybit")
 

@@ -9,7 +9,8 @@ import pytest
 from core.domain.accounts import ExchangeBalanceReported, ExchangeFillReported, ExchangeOrderReported
 from core.messaging.codec import Codec
 from core.messaging.streams import Stream, route
-from realtime.accounts.user_stream import LinkedAccount, MalformedReport, parse_user_event
+from realtime.accounts.private_stream import LinkedAccount
+from realtime.accounts.user_stream import MalformedReport, parse_user_event
 
 ACCOUNT = LinkedAccount(account_id="acc-1", user_id="user-1", api_key="k")
 
