@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 
 from realtime.exchanges.simulator.binance_guard import Credential
+from realtime.exchanges.simulator.bybit_ws import parse_op, send_op_reply
 from realtime.exchanges.simulator.engine import MatchingEngine, wall_clock_ms
 from realtime.exchanges.simulator.engine_types import (
     CANCELED,
@@ -127,18 +128,14 @@ class PrivateConnection:
         self._hub = hub
 
     def reply(self, op: str, success: bool, ret_msg: str, req_id: Any) -> None:
-        payload: dict[str, Any] = {"success": success, "ret_msg": ret_msg, "op": op, "conn_id": self.session.conn_id}
-        if req_id is not None:
-            payload["req_id"] = req_id
-        self.session.send_json(payload)
+        send_op_reply(self.session, op, success, ret_msg, req_id)
 
     async def on_text(self, text: str) -> None:
-        try:
-            request = orjson.loads(text)
-            op, args, req_id = request.get("op", ""), request.get("args") or [], request.get("req_id")
-        except (orjson.JSONDecodeError, AttributeError):
+        request = parse_op(text)
+        if request is None:
             self.reply("", False, "error:request not supported", None)
             return
+        op, args, req_id = request
         if op == "ping":
             if self.session.request.app[FAULTS].answer_pings:
                 now = self._hub.clock_ms()

@@ -37,6 +37,24 @@ _BOOK_DEPTHS: dict[Category, frozenset[int]] = {
 _MAX_ARGS = 10  # Bybit spot's limit of topics per subscribe request
 
 
+def send_op_reply(session: WsSession, op: str, success: bool, ret_msg: str, req_id: Any) -> None:
+    """Bybit's answer to an ``op`` request (subscribe, auth, ping...), echoing its ``req_id``."""
+    reply: dict[str, Any] = {"success": success, "ret_msg": ret_msg, "conn_id": session.conn_id}
+    if req_id is not None:
+        reply["req_id"] = req_id
+    reply["op"] = op
+    session.send_json(reply)
+
+
+def parse_op(text: str) -> tuple[str, list[Any], Any] | None:
+    """(op, args, req_id) of a client request, or None when it is not a JSON object."""
+    try:
+        request = orjson.loads(text)
+        return request.get("op", ""), request.get("args") or [], request.get("req_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+
+
 class _BookTopic:
     """One ``orderbook.<N>.<SYM>`` topic's view: the levels last sent, so the next message can be a delta."""
 
@@ -56,19 +74,14 @@ class BybitConnection:
         self._hub = hub
 
     def reply(self, op: str, success: bool, ret_msg: str, req_id: Any) -> None:
-        reply: dict[str, Any] = {"success": success, "ret_msg": ret_msg, "conn_id": self.session.conn_id}
-        if req_id is not None:
-            reply["req_id"] = req_id
-        reply["op"] = op
-        self.session.send_json(reply)
+        send_op_reply(self.session, op, success, ret_msg, req_id)
 
     async def on_text(self, text: str) -> None:
-        try:
-            request = orjson.loads(text)
-            op, args, req_id = request.get("op", ""), request.get("args") or [], request.get("req_id")
-        except (orjson.JSONDecodeError, AttributeError):
+        request = parse_op(text)
+        if request is None:
             self.reply("", False, "error:request not supported", None)
             return
+        op, args, req_id = request
         if op == "ping":
             if self.session.request.app[FAULTS].answer_pings:
                 self.reply("ping", True, "pong", req_id)
