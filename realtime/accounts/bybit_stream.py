@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import hmac
 import time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -27,8 +27,15 @@ from core.domain.accounts import (
     report_id,
 )
 from core.observability.metrics import Metrics
-from realtime.accounts.private_stream import LinkedAccount, LoginRefused, PrivateStream, Publish, UserStreamConfig
-from realtime.accounts.user_stream import MalformedReport
+from realtime.accounts.private_stream import (
+    LinkedAccount,
+    LoginRefused,
+    MalformedReport,
+    PrivateStream,
+    Publish,
+    UserStreamConfig,
+    report_decimal,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -58,10 +65,7 @@ class AuthRefused(LoginRefused):
 
 
 def _dec(value: object) -> Decimal:
-    try:
-        return Decimal(str(value))
-    except InvalidOperation as exc:
-        raise BybitMalformedReport(f"not a number: {value!r}") from exc
+    return report_decimal(value, BybitMalformedReport)
 
 
 def auth_args(api_key: str, api_secret: str, expires_ms: int) -> list[Any]:

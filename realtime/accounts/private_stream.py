@@ -9,6 +9,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 
 import aiohttp
 import structlog
@@ -37,6 +38,18 @@ class UserStreamConfig:
     ping_interval_s: float = 0.5
     reconnect_initial_s: float = 0.2
     reconnect_max_s: float = 30.0
+
+
+class MalformedReport(ValueError):
+    """A venue report that cannot be read; counted and dropped, never fatal."""
+
+
+def report_decimal(value: object, error: type[MalformedReport] = MalformedReport) -> Decimal:
+    """A venue's decimal text as a Decimal; anything else raises ``error``."""
+    try:
+        return Decimal(str(value))
+    except InvalidOperation as exc:
+        raise error(f"not a number: {value!r}") from exc
 
 
 class LoginRefused(Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import aiohttp
 import orjson
@@ -23,20 +23,13 @@ from core.domain.accounts import (
     ExchangeOrderReported,
     report_id,
 )
-from realtime.accounts.private_stream import LinkedAccount, PrivateStream
+from realtime.accounts.private_stream import LinkedAccount, MalformedReport, PrivateStream, report_decimal
 
 log = structlog.get_logger(__name__)
 
 
-class MalformedReport(ValueError):
-    pass
-
-
 def _dec(value: object) -> Decimal:
-    try:
-        return Decimal(str(value))
-    except InvalidOperation as exc:
-        raise MalformedReport(f"not a number: {value!r}") from exc
+    return report_decimal(value)
 
 
 def parse_user_event(account: LinkedAccount, msg: dict[str, object]) -> list[AccountEvent]:
