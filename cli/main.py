@@ -109,6 +109,9 @@ def _platform_services(settings: Settings) -> list[ServiceSpec]:
     venue = "simulator" if md.uses_simulator else str(md.binance_ws_url)
     services.append(ServiceSpec("marketdata", ["marketdata"], f"{', '.join(md.symbols)} from {venue}"))
     services.append(ServiceSpec("accounts", ["accounts"], "a private stream per linked account"))
+    services.append(ServiceSpec("orders", ["orders"], "order commands -> risk -> venue; platform-held triggers"))
+    services.append(ServiceSpec("lifecycle", ["lifecycle"], "fills, positions, balances; reconciliation"))
+    services.append(ServiceSpec("risk", ["risk"], "real-time risk monitor -> risk.alerts; marks, snapshots"))
     return services
 
 
@@ -236,6 +239,44 @@ def accounts() -> None:
         await run_account_streams(settings, endpoints.database_url, endpoints.redis_url, stop_on_signals())
 
     asyncio.run(main())
+
+
+def _run_service(name: str, runner_path: str) -> None:
+    """Run one platform service in the foreground with its own settings, master key and servers."""
+    import importlib
+
+    from core.runtime.processes import stop_on_signals, tune_gc
+
+    settings = _settings(name)
+    _check_master_key(settings)
+    endpoints = _endpoints(settings)
+    module, _, attr = runner_path.rpartition(".")
+    runner = getattr(importlib.import_module(module), attr)
+
+    async def main() -> None:
+        stop = stop_on_signals()
+        tune_gc()
+        await runner(settings, endpoints.database_url, endpoints.redis_url, stop)
+
+    asyncio.run(main())
+
+
+@app.command()
+def orders() -> None:
+    """Run the order service: order commands, pre-trade risk, venue submission, stops/take-profits/trailing."""
+    _run_service("orders", "realtime.orders.service.run_order_service")
+
+
+@app.command()
+def lifecycle() -> None:
+    """Run the order lifecycle: venue reports -> orders, fills, positions, balances; reconciliation."""
+    _run_service("lifecycle", "realtime.orders.lifecycle_service.run_lifecycle")
+
+
+@app.command()
+def risk() -> None:
+    """Run the real-time risk monitor: exposure, leverage, drawdown, limit usage -> risk.alerts."""
+    _run_service("risk", "realtime.risk.monitor.run_risk_monitor")
 
 
 @db_app.command("migrate")

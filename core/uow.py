@@ -42,14 +42,14 @@ _OUTBOX_ROW = "(${}, ${}, ${}, ${})"
 _ORDER_INSERT = (
     "INSERT INTO orders (id, account_id, user_id, strategy_id, client_order_id, exchange_order_id, exchange, "
     "symbol, side, order_type, time_in_force, quantity, price, trigger_price, reduce_only, status, "
-    "filled_quantity, avg_fill_price, fees, reason, version) VALUES "
+    "filled_quantity, avg_fill_price, fees, reason, version, parent_order_id, oco_group, details) VALUES "
 )
-_ORDER_ROW = "(" + ", ".join(["${}"] * 21) + ")"
+_ORDER_ROW = "(" + ", ".join(["${}"] * 23) + ", ${}::jsonb)"
 _ORDER_UPSERT = (
     " ON CONFLICT (id) DO UPDATE SET exchange_order_id = EXCLUDED.exchange_order_id, "
     "trigger_price = EXCLUDED.trigger_price, status = EXCLUDED.status, filled_quantity = EXCLUDED.filled_quantity, "
     "avg_fill_price = EXCLUDED.avg_fill_price, fees = EXCLUDED.fees, reason = EXCLUDED.reason, "
-    "version = EXCLUDED.version, updated_at = now()"
+    "quantity = EXCLUDED.quantity, details = EXCLUDED.details, version = EXCLUDED.version, updated_at = now()"
 )
 
 
@@ -160,7 +160,26 @@ def _order_row(order: Order) -> tuple[object, ...]:
         order.fees,
         order.reason,
         order.version,
+        order.parent_order_id,
+        order.oco_group,
+        order_details(order),
     )
+
+
+def order_details(order: Order) -> str | None:
+    """A platform-held order's trigger state and the order it replaces, as JSON (what a restart resumes from)."""
+    if not order.is_conditional and order.parent_order_id is None and order.replaces is None:
+        return None
+    state = {
+        "replaces": order.replaces,
+        "trailing_offset": order.trailing_offset,
+        "trailing_offset_pct": order.trailing_offset_pct,
+        "lock_steps": [[g, k] for g, k in order.lock_steps],
+        "reference_price": order.reference_price,
+        "peak_price": order.peak_price,
+        "lock_step": order.lock_step,
+    }
+    return orjson.dumps(state, default=str).decode()
 
 
 class OrderRepository:
@@ -233,6 +252,7 @@ class UnitOfWork:
         self._conn: Conn | None = None
         self._open = False
         self._tracked: dict[str, Order] = {}
+        self._recorded: list[Event] = []
         self.orders = OrderRepository(self)
 
     async def connection(self) -> Conn:
@@ -272,9 +292,13 @@ class UnitOfWork:
     def tracked(self, aggregate_id: str) -> Order | None:
         return self._tracked.get(aggregate_id)
 
+    def record(self, event: Event) -> None:
+        """An event of no tracked aggregate (a risk alert): stored and published with this commit."""
+        self._recorded.append(event)
+
     def _write_set(self) -> WriteSet:
         changed = [a for a in self._tracked.values() if a.pending_events]
-        return WriteSet([e for a in changed for e in a.pending_events], changed)
+        return WriteSet([e for a in changed for e in a.pending_events] + self._recorded, changed)
 
     async def commit(self) -> list[Event]:
         """Write every tracked aggregate's new events, rows and outbox entries atomically."""
@@ -291,6 +315,7 @@ class UnitOfWork:
         for agg in writes.orders:
             agg.pending_events.clear()
             agg.persisted_version = agg.version
+        self._recorded = []
         if self._metrics:
             self._metrics.uow_commit_seconds.observe(time.perf_counter() - started)
         return writes.events

@@ -150,6 +150,10 @@ orders = Table(
     Column("version", Integer, nullable=False),
     _created(),
     _updated(),
+    # added by 0002_order_lifecycle: bracket/OCO links; details: trigger state, the order it replaces
+    Column("parent_order_id", UUID(as_uuid=True), nullable=True),
+    Column("oco_group", Text, nullable=True),
+    Column("details", JSONB, nullable=True),
     ForeignKeyConstraint(
         ["account_id", "user_id"], ["user_accounts.id", "user_accounts.user_id"], name="fk_orders_account_owner"
     ),
@@ -263,6 +267,18 @@ outbox = Table(
     # the relay's read and delete order: one index serves both, and keeps inserts cheap
     PrimaryKeyConstraint("txid", "id", name="pk_outbox"),
 )
+
+mark_prices = Table(
+    "mark_prices",
+    metadata,
+    Column("exchange", Text, nullable=False),
+    Column("symbol", Text, nullable=False),
+    Column("price", MONEY, nullable=False),
+    Column("ts", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("exchange", "symbol", name="pk_mark_prices"),
+    CheckConstraint("price > 0", name="price_positive"),
+)
+"""Latest trade price per symbol, kept by the risk monitor: positions are marked to it."""
 
 processed_messages = Table(
     "processed_messages",

@@ -64,6 +64,20 @@ class Event:
 
 
 _EVENT_TYPES: dict[str, type[Event]] = {}
+_COMMAND_TYPES: dict[str, type[Command]] = {}
+
+
+def register_command(cls: type[Command]) -> type[Command]:
+    """Class decorator: name a command type so it can travel on the command stream."""
+    _COMMAND_TYPES[cls.__name__] = cls
+    return cls
+
+
+def command_class(command_type: str) -> type[Command]:
+    try:
+        return _COMMAND_TYPES[command_type]
+    except KeyError:
+        raise KeyError(f"unknown command type {command_type!r}") from None
 
 
 def register_event(cls: type[Event]) -> type[Event]:

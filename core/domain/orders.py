@@ -2,180 +2,81 @@
 
 Modelled on nautilus_trader's ``_ORDER_STATE_TABLE`` + ``Order.apply``: every event is checked against the
 table, an illegal transition raises :class:`InvalidTransition`, and replaying the stored events rebuilds the
-order exactly (:meth:`Order.from_events`).
+order exactly (:meth:`Order.from_events`). Its commands and events live in :mod:`core.domain.order_messages`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any, ClassVar
 
-from core.domain.messages import Command, DomainError, Event, InvalidTransition, register_event
-
-
-class OrderSide(StrEnum):
-    BUY = "buy"
-    SELL = "sell"
-
-
-class OrderType(StrEnum):
-    MARKET = "market"
-    LIMIT = "limit"
-    STOP_MARKET = "stop_market"
-    STOP_LIMIT = "stop_limit"
-
-
-class TimeInForce(StrEnum):
-    GTC = "GTC"
-    IOC = "IOC"
-    FOK = "FOK"
-
-
-class OrderStatus(StrEnum):
-    INITIALIZED = "initialized"
-    DENIED = "denied"
-    ARMED = "armed"
-    TRIGGERED = "triggered"
-    SUBMITTED = "submitted"
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"
-    PARTIALLY_FILLED = "partially_filled"
-    FILLED = "filled"
-    PENDING_CANCEL = "pending_cancel"
-    CANCELED = "canceled"
-    EXPIRED = "expired"
-
-
-TERMINAL_STATUSES = frozenset(
-    {OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED}
+from core.domain.messages import DomainError, Event, InvalidTransition
+from core.domain.order_messages import (
+    CONDITIONAL_TYPES,
+    OPEN_STATUSES,
+    PRICED_TYPES,
+    STOP_TYPES,
+    TERMINAL_STATUSES,
+    CancelOrder,
+    LockStep,
+    ModifyOrder,
+    OrderAccepted,
+    OrderArmed,
+    OrderCanceled,
+    OrderCancelRejected,
+    OrderDenied,
+    OrderEvent,
+    OrderExpired,
+    OrderFilled,
+    OrderInitialized,
+    OrderPendingCancel,
+    OrderRejected,
+    OrderSide,
+    OrderStatus,
+    OrderSubmitted,
+    OrderTriggered,
+    OrderType,
+    PlaceBracketOrder,
+    PlaceOrder,
+    RearmOrder,
+    TimeInForce,
+    TriggerOrder,
 )
 
-
-# --- commands ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PlaceOrder(Command):
-    account_id: str
-    user_id: str
-    client_order_id: str
-    exchange: str
-    symbol: str
-    side: OrderSide
-    order_type: OrderType
-    quantity: Decimal
-    price: Decimal | None = None
-    trigger_price: Decimal | None = None
-    time_in_force: TimeInForce = TimeInForce.GTC
-    reduce_only: bool = False
-    strategy_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CancelOrder(Command):
-    order_id: str
-    user_id: str
-    reason: str = "requested"
-
-
-# --- events -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OrderEvent(Event):
-    aggregate_type: ClassVar[str] = "order"
-    user_id: str
-
-
-@register_event
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OrderInitialized(OrderEvent):
-    account_id: str
-    client_order_id: str
-    exchange: str
-    symbol: str
-    side: OrderSide
-    order_type: OrderType
-    quantity: Decimal
-    price: Decimal | None = None
-    trigger_price: Decimal | None = None
-    time_in_force: TimeInForce = TimeInForce.GTC
-    reduce_only: bool = False
-    strategy_id: str | None = None
-
-
-@register_event
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OrderDenied(OrderEvent):
-    reason: str
-
-
-@register_event
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OrderArmed(OrderEvent):
-    trigger_price: Decimal
-
-
-@register_event
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OrderTriggered(OrderEvent):
-    trigger_price: Decimal
-    last_price: Decimal
-
-
-@register_event
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OrderSubmitted(OrderEvent):
-    pass
-
-
-@register_event
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OrderAccepted(OrderEvent):
-    exchange_order_id: str
-
-
-@register_event
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OrderRejected(OrderEvent):
-    reason: str
-
-
-@register_event
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OrderFilled(OrderEvent):
-    trade_id: str
-    quantity: Decimal
-    price: Decimal
-    fee: Decimal = Decimal(0)
-    fee_asset: str | None = None
-    liquidity: str | None = None
-
-
-@register_event
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OrderPendingCancel(OrderEvent):
-    pass
-
-
-@register_event
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OrderCancelRejected(OrderEvent):
-    reason: str
-
-
-@register_event
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OrderCanceled(OrderEvent):
-    reason: str = "requested"
-
-
-@register_event
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OrderExpired(OrderEvent):
-    pass
+__all__ = [
+    "CONDITIONAL_TYPES",
+    "OPEN_STATUSES",
+    "PRICED_TYPES",
+    "STOP_TYPES",
+    "TERMINAL_STATUSES",
+    "CancelOrder",
+    "LockStep",
+    "ModifyOrder",
+    "Order",
+    "OrderAccepted",
+    "OrderArmed",
+    "OrderCancelRejected",
+    "OrderCanceled",
+    "OrderDenied",
+    "OrderEvent",
+    "OrderExpired",
+    "OrderFilled",
+    "OrderInitialized",
+    "OrderPendingCancel",
+    "OrderRejected",
+    "OrderSide",
+    "OrderStatus",
+    "OrderSubmitted",
+    "OrderTriggered",
+    "OrderType",
+    "PlaceBracketOrder",
+    "PlaceOrder",
+    "RearmOrder",
+    "TimeInForce",
+    "TriggerOrder",
+]
 
 
 _FILL = "fill"  # target computed from the filled quantity
@@ -212,6 +113,8 @@ _ORDER_STATE_TABLE: dict[tuple[OrderStatus, type[OrderEvent]], OrderStatus | str
     (S.PENDING_CANCEL, OrderCanceled): S.CANCELED,
     (S.PENDING_CANCEL, OrderCancelRejected): _RESUME,
     (S.PENDING_CANCEL, OrderExpired): S.EXPIRED,
+    (S.PENDING_CANCEL, OrderAccepted): S.PENDING_CANCEL,  # the venue's ack overtook our cancel request
+    (S.PENDING_CANCEL, OrderRejected): S.REJECTED,
 }
 del S
 
@@ -242,15 +145,32 @@ class Order:
     avg_fill_price: Decimal | None = None
     fees: Decimal = Decimal(0)
     reason: str | None = None
+    trailing_offset: Decimal | None = None
+    trailing_offset_pct: Decimal | None = None
+    lock_steps: tuple[LockStep, ...] = ()
+    reference_price: Decimal | None = None
+    parent_order_id: str | None = None
+    oco_group: str | None = None
+    peak_price: Decimal | None = None  # trailing stop: best price since arming
+    lock_step: int = 0  # profit-lock ladder: rungs reached
+    replaces: str | None = None  # cancel-replace: the order this one replaces
+    submitted_at: datetime | None = None  # when it was (last) handed to the venue side
     trade_ids: set[str] = field(default_factory=set)
     pending_events: list[OrderEvent] = field(default_factory=list)
 
     aggregate_type: ClassVar[str] = "order"
 
     @classmethod
-    def place(cls, command: PlaceOrder, order_id: str) -> Order:
+    def place(
+        cls,
+        command: PlaceOrder,
+        order_id: str,
+        parent_order_id: str | None = None,
+        oco_group: str | None = None,
+        replaces: str | None = None,
+    ) -> Order:
         """A new order from a PlaceOrder command: its first event is OrderInitialized."""
-        if command.quantity <= 0:
+        if not command.quantity > 0:  # also refuses NaN
             raise DomainError("quantity must be positive")
         init = OrderInitialized(
             aggregate_id=order_id,
@@ -268,6 +188,13 @@ class Order:
             time_in_force=command.time_in_force,
             reduce_only=command.reduce_only,
             strategy_id=command.strategy_id,
+            trailing_offset=command.trailing_offset,
+            trailing_offset_pct=command.trailing_offset_pct,
+            lock_steps=command.lock_steps,
+            reference_price=command.reference_price,
+            parent_order_id=parent_order_id,
+            oco_group=oco_group,
+            replaces=replaces,
             correlation_id=command.correlation_id,
             causation_id=str(command.command_id),
         )
@@ -292,6 +219,13 @@ class Order:
             time_in_force=e.time_in_force,
             reduce_only=e.reduce_only,
             strategy_id=e.strategy_id,
+            trailing_offset=e.trailing_offset,
+            trailing_offset_pct=e.trailing_offset_pct,
+            lock_steps=tuple((Decimal(g), Decimal(k)) for g, k in e.lock_steps),
+            reference_price=e.reference_price,
+            parent_order_id=e.parent_order_id,
+            oco_group=e.oco_group,
+            replaces=e.replaces,
             version=1,
         )
 
@@ -311,6 +245,30 @@ class Order:
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    @property
+    def is_conditional(self) -> bool:
+        """Held and triggered by the platform (stops, take-profits, trailing stops, ladders)."""
+        return self.order_type in CONDITIONAL_TYPES
+
+    @property
+    def is_stop(self) -> bool:
+        return self.order_type in STOP_TYPES
+
+    @property
+    def venue_type(self) -> OrderType:
+        """What is sent to the venue once the order is live: a limit when it has a price, else a market order."""
+        return OrderType.LIMIT if self.order_type in PRICED_TYPES else OrderType.MARKET
+
+    @property
+    def venue_client_id(self) -> str:
+        """The client order id the venue knows the order by: our order id (36 characters, what Binance and
+        Bybit allow), so every venue report names the order directly."""
+        return self.id
 
     @property
     def leaves_quantity(self) -> Decimal:
@@ -337,6 +295,14 @@ class Order:
             self.reason = event.reason
         elif isinstance(event, OrderArmed):
             self.trigger_price = event.trigger_price
+            if event.quantity is not None:
+                self.quantity = event.quantity
+            self.peak_price = event.peak_price if event.peak_price is not None else self.peak_price
+            self.lock_step = event.lock_step
+        elif isinstance(event, OrderTriggered):
+            self.trigger_price = event.trigger_price
+        elif isinstance(event, OrderSubmitted):
+            self.submitted_at = event.occurred_at
         assert isinstance(target, OrderStatus)
         self.status = target
         self.version = event.version
@@ -366,6 +332,46 @@ class Order:
     def deny(self, reason: str, correlation_id: str | None = None, causation_id: str | None = None) -> None:
         self.apply(OrderDenied(**self._next(), reason=reason, correlation_id=correlation_id, causation_id=causation_id))
 
+    def arm(
+        self,
+        trigger_price: Decimal,
+        *,
+        quantity: Decimal | None = None,
+        peak_price: Decimal | None = None,
+        lock_step: int = 0,
+        correlation_id: str | None = None,
+    ) -> None:
+        self.apply(
+            OrderArmed(
+                **self._next(),
+                trigger_price=trigger_price,
+                quantity=quantity,
+                peak_price=peak_price,
+                lock_step=lock_step,
+                correlation_id=correlation_id,
+            )
+        )
+
+    def trigger(self, last_price: Decimal, correlation_id: str | None = None) -> None:
+        assert self.trigger_price is not None
+        self.apply(
+            OrderTriggered(
+                **self._next(), trigger_price=self.trigger_price, last_price=last_price, correlation_id=correlation_id
+            )
+        )
+
+    def reject(self, reason: str, correlation_id: str | None = None) -> None:
+        self.apply(OrderRejected(**self._next(), reason=reason, correlation_id=correlation_id))
+
+    def request_cancel(self, reason: str = "requested", correlation_id: str | None = None) -> None:
+        self.apply(OrderPendingCancel(**self._next(), reason=reason, correlation_id=correlation_id))
+
+    def cancel_rejected(self, reason: str, correlation_id: str | None = None) -> None:
+        self.apply(OrderCancelRejected(**self._next(), reason=reason, correlation_id=correlation_id))
+
+    def expire(self, correlation_id: str | None = None) -> None:
+        self.apply(OrderExpired(**self._next(), correlation_id=correlation_id))
+
     def submit(self, correlation_id: str | None = None, causation_id: str | None = None) -> None:
         self.apply(OrderSubmitted(**self._next(), correlation_id=correlation_id, causation_id=causation_id))
 
@@ -379,6 +385,9 @@ class Order:
         price: Decimal,
         fee: Decimal = Decimal(0),
         correlation_id: str | None = None,
+        *,
+        fee_asset: str | None = None,
+        liquidity: str | None = None,
     ) -> None:
         self.apply(
             OrderFilled(
@@ -387,6 +396,11 @@ class Order:
                 quantity=quantity,
                 price=price,
                 fee=fee,
+                fee_asset=fee_asset,
+                liquidity=liquidity,
+                account_id=self.account_id,
+                symbol=self.symbol,
+                side=self.side,
                 correlation_id=correlation_id,
             )
         )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from core.domain.messages import Event, event_class
+from core.domain.messages import Command, Event, command_class, event_class
 
 
 class MalformedMessage(ValueError):
@@ -21,6 +21,11 @@ class _Envelope(msgspec.Struct, frozen=True):
     type: str
     aggregate_type: str
     event: msgspec.Raw
+
+
+class _CommandEnvelope(msgspec.Struct, frozen=True):
+    type: str
+    command: msgspec.Raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,17 @@ class Codec:
             return msgspec.json.decode(data, type=cls, strict=False)
         except (KeyError, msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
             raise MalformedMessage(f"cannot decode {event_type!r}: {exc}") from exc
+
+    def encode_command(self, command: Command) -> bytes:
+        return b'{"type":"%s","command":%s}' % (type(command).__name__.encode(), self.encoder.encode(command))
+
+    def decode_command(self, payload: bytes | str) -> Command:
+        """A command from the command stream; MalformedMessage names what is wrong."""
+        try:
+            envelope = msgspec.json.decode(payload, type=_CommandEnvelope)
+            return msgspec.json.decode(envelope.command, type=command_class(envelope.type), strict=False)
+        except (KeyError, msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+            raise MalformedMessage(f"not a command: {exc}") from exc
 
     def decode_envelope(self, payload: bytes | str) -> Event:
         try:

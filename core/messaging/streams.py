@@ -14,6 +14,7 @@ from typing import Literal
 from core.domain.accounts import AccountEvent
 from core.domain.messages import Event
 from core.domain.orders import OrderEvent
+from core.domain.risk import RiskEvent
 
 PartitionBy = Literal["user", "symbol"]
 
@@ -81,4 +82,6 @@ def route(event: Event) -> tuple[Stream, str]:
         return Stream.ORDER_EVENTS, event.user_id
     if isinstance(event, AccountEvent):
         return Stream.ACCOUNT_EVENTS, event.user_id
+    if isinstance(event, RiskEvent):
+        return Stream.RISK_ALERTS, event.user_id or event.scope_id
     raise LookupError(f"no stream is defined for {type(event).__name__}; add it to core.messaging.streams.route")

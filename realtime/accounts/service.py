@@ -101,6 +101,23 @@ class AccountStreams:
         for account_id in list(self._running):
             await self._stop(account_id)
 
+    async def heartbeat(self, ttl_s: float = 3.0) -> int:
+        """Mark each live stream in Redis for ``ttl_s``: the lifecycle polls the venue over REST for an account
+        whose mark has lapsed (its stream is down). Returns how many streams are live."""
+        pipe = self._redis.pipeline(transaction=False)
+        live = 0
+        for account_id, stream in self.streams().items():
+            if stream.connected.is_set() and stream.staleness < ttl_s:
+                pipe.set(stream_heartbeat_key(self._names.prefix, account_id), b"1", px=int(ttl_s * 1000))
+                live += 1
+        if live:
+            await pipe.execute()
+        return live
+
+
+def stream_heartbeat_key(prefix: str, account_id: str) -> str:
+    return f"{prefix}account-stream:{account_id}"
+
 
 async def run_account_streams(
     settings: Settings, database_url: str, redis_url: str, stop: asyncio.Event, poll_s: float = 5.0
@@ -119,6 +136,16 @@ async def run_account_streams(
         metrics,
         bybit_ws_url=settings.market_data.bybit_private_ws_url,
     )
+
+    async def beat() -> None:
+        while not stop.is_set():
+            await streams.heartbeat()
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except TimeoutError:
+                pass
+
+    beating = asyncio.create_task(beat())
     try:
         while not stop.is_set():
             await streams.reconcile(await asyncio.to_thread(active_accounts, database_url, keyring))
@@ -127,5 +154,7 @@ async def run_account_streams(
             except TimeoutError:
                 pass
     finally:
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
         await streams.close()
         await redis.aclose()

@@ -24,7 +24,8 @@ _MOST_SPECIFIC_WINS = (
     "price_band_pct",
     "daily_loss_limit",
 )
-LIMIT_TYPES = frozenset({*_MOST_SPECIFIC_WINS, "max_gross_exposure", "kill_switch"})
+MONITOR_LIMITS = ("max_leverage", "max_drawdown_pct", "auto_kill_switch")  # watched by the real-time monitor
+LIMIT_TYPES = frozenset({*_MOST_SPECIFIC_WINS, *MONITOR_LIMITS, "max_gross_exposure", "kill_switch"})
 _INTEGER_LIMITS = frozenset({"max_open_orders", "max_orders_per_minute"})
 
 _UPSERT = """

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from core.domain.orders import OrderSide, OrderType, PlaceOrder
+from core.domain.orders import PRICED_TYPES, OrderSide, OrderType, PlaceOrder
 
-_PRICED_TYPES = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT})
-_TRIGGERED_TYPES = frozenset({OrderType.STOP_MARKET, OrderType.STOP_LIMIT})
+_PRICED_TYPES = PRICED_TYPES
+_TRIGGERED_TYPES = frozenset(
+    {OrderType.STOP_MARKET, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_MARKET, OrderType.TAKE_PROFIT_LIMIT}
+)
 KILL_SWITCH_SCOPES = ("account", "user", "fund")
 
 
@@ -113,11 +115,22 @@ def _signed_qty(cmd: PlaceOrder) -> Decimal:
 
 
 def check_valid_numbers(cmd: PlaceOrder, ctx: RiskContext) -> RiskDecision:
+    trailing = cmd.order_type is OrderType.TRAILING_STOP_MARKET
     fields: list[tuple[str, Decimal | None, bool]] = [
         ("quantity", cmd.quantity, True),
         ("price", cmd.price, cmd.order_type in _PRICED_TYPES),
         ("trigger price", cmd.trigger_price, cmd.order_type in _TRIGGERED_TYPES),
+        ("trailing offset", cmd.trailing_offset, False),
+        ("trailing offset percent", cmd.trailing_offset_pct, False),
+        ("reference price", cmd.reference_price, bool(cmd.lock_steps)),
     ]
+    fields += [(f"ladder step {n + 1}", v, True) for n, step in enumerate(cmd.lock_steps) for v in step]
+    if trailing and (cmd.trailing_offset is None) == (cmd.trailing_offset_pct is None):
+        return deny("a trailing stop needs exactly one of trailing offset (price) or trailing offset percent")
+    if cmd.trailing_offset_pct is not None and cmd.trailing_offset_pct.is_finite() and cmd.trailing_offset_pct >= 100:
+        return deny(f"trailing offset percent {_fmt(cmd.trailing_offset_pct)} must be below 100")
+    if cmd.lock_steps and cmd.order_type not in (OrderType.STOP_MARKET, OrderType.STOP_LIMIT):
+        return deny("a profit-lock ladder belongs on a stop order")
     for name, value, required in fields:
         if value is None:
             if required:
@@ -129,6 +142,9 @@ def check_valid_numbers(cmd: PlaceOrder, ctx: RiskContext) -> RiskDecision:
             return deny(f"{name} {value} is not a finite number")
         if value <= 0:
             return deny(f"{name} {_fmt(value)} must be positive")
+    gains = [g for g, _ in cmd.lock_steps]
+    if gains != sorted(gains) or any(lock > gain for gain, lock in cmd.lock_steps):
+        return deny("ladder steps must rise in gain, each locking no more than the gain it needs")
     return PASS
 
 

@@ -19,6 +19,7 @@ from realtime.exchanges.simulator.binance_guard import (
     CREDENTIAL_KEY,
     PARAMS_KEY,
     BinanceError,
+    Credential,
     Endpoint,
     Handler,
     api_key_credential,
@@ -288,6 +289,22 @@ async def deposit(request: web.Request) -> web.Response:
     return json_response({a: {"free": fmt(b.free), "locked": fmt(b.locked)} for a, b in balances.items()})
 
 
+async def open_account(request: web.Request) -> web.Response:
+    """``POST /admin/accounts`` ``{"account_id": "u1", "api_key": "k", "secret": "s", "balances": {"USDT": "1"}}``:
+    a new test account with its API key, as a venue's testnet lets a user create keys. An existing key is refused."""
+    body, state = orjson.loads(await request.read() or b"{}"), state_of(request)
+    try:
+        account_id, api_key, secret = str(body["account_id"]), str(body["api_key"]), str(body["secret"])
+        balances = {str(a): Decimal(str(v)) for a, v in (body.get("balances") or {}).items()}
+    except (KeyError, ArithmeticError, ValueError) as exc:
+        raise web.HTTPBadRequest(text=f"account_id, api_key, secret and numeric balances are required: {exc}") from exc
+    if api_key in state.credentials or state.engine.has_account(account_id):
+        raise web.HTTPConflict(text="account or API key exists")
+    state.engine.open_account(account_id, balances)
+    state.credentials[api_key] = Credential(account_id, api_key, secret)
+    return json_response({"account_id": account_id})
+
+
 def private_endpoints() -> list[Endpoint]:
     """Signed trading/account routes and the listen-key routes, with Binance's request weights."""
     api = "/api/v3"
@@ -350,4 +367,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/admin/faults", get_faults)
     app.router.add_post("/admin/faults", set_faults)
     app.router.add_post("/admin/deposit", deposit)
+    app.router.add_post("/admin/accounts", open_account)
     app.middlewares.append(binance_gate)

@@ -1,0 +1,112 @@
+"""Risk-limit and kill-switch commands: limits change at run time; a kill switch blocks new orders in its scope
+(fund, user or account) and cancels every open one, venue-held and platform-held alike."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from core.domain.risk import (
+    RISK_SCOPES,
+    ActivateKillSwitch,
+    DeactivateKillSwitch,
+    KillSwitchActivated,
+    KillSwitchDeactivated,
+    RiskLimitChanged,
+    SetRiskLimit,
+)
+from core.uow import UnitOfWork
+from realtime.risk.limits import InvalidRiskLimit, set_limit
+
+if TYPE_CHECKING:
+    from realtime.orders.handlers import OrderDeps, OrderResult
+
+_OPEN = "status IN ('initialized', 'armed', 'triggered', 'submitted', 'accepted', 'partially_filled')"
+_IN_SCOPE = {
+    "account": f"SELECT id::text FROM orders WHERE account_id::text = %s AND {_OPEN}",
+    "user": f"SELECT id::text FROM orders WHERE user_id::text = %s AND {_OPEN}",
+    "fund": f"SELECT id::text FROM orders WHERE %s = '' AND {_OPEN}",
+}
+
+
+def _scope_id(scope: str, scope_id: str) -> str:
+    if scope not in RISK_SCOPES:
+        raise InvalidRiskLimit(f"unknown scope {scope!r}; expected one of {', '.join(RISK_SCOPES)}")
+    return "" if scope == "fund" else scope_id
+
+
+async def set_risk_limit(cmd: SetRiskLimit, uow: UnitOfWork, orders: OrderDeps) -> OrderResult:
+    from realtime.orders.handlers import OrderResult
+
+    scope_id = _scope_id(cmd.scope, cmd.scope_id)
+    async with orders.pool.connection() as conn:
+        await set_limit(conn, cmd.scope, scope_id, cmd.limit_type, cmd.value)
+    orders.risk.forget_limits()
+    uow.record(
+        RiskLimitChanged(
+            aggregate_id=str(cmd.command_id),
+            version=1,
+            scope=cmd.scope,
+            scope_id=scope_id,
+            user_id=scope_id if cmd.scope == "user" else "",
+            limit_type=cmd.limit_type,
+            value=cmd.value,
+            correlation_id=cmd.correlation_id,
+        )
+    )
+    await uow.commit()
+    return OrderResult(None, "set")
+
+
+async def activate_kill_switch(cmd: ActivateKillSwitch, uow: UnitOfWork, orders: OrderDeps) -> OrderResult:
+    """Switch the scope off (new orders denied from now on), then cancel its open orders."""
+    from realtime.orders.handlers import OrderResult, after_cancel, begin_cancel
+
+    scope_id = _scope_id(cmd.scope, cmd.scope_id)
+    async with orders.pool.connection() as conn:
+        await set_limit(conn, cmd.scope, scope_id, "kill_switch", Decimal(1))
+    orders.risk.forget_limits()
+    cur = await (await uow.connection()).execute(_IN_SCOPE[cmd.scope], (scope_id,))
+    ids = [str(r[0]) for r in await cur.fetchall()]
+    cancelled = []
+    for order_id in ids:
+        order = await uow.orders.get(order_id)
+        if order is not None and begin_cancel(order, f"kill switch ({cmd.scope}): {cmd.reason}", cmd.correlation_id):
+            cancelled.append(order)
+    uow.record(
+        KillSwitchActivated(
+            aggregate_id=str(cmd.command_id),
+            version=1,
+            scope=cmd.scope,
+            scope_id=scope_id,
+            user_id=scope_id if cmd.scope == "user" else "",
+            reason=cmd.reason,
+            orders_canceled=len(cancelled),
+            correlation_id=cmd.correlation_id,
+        )
+    )
+    await uow.commit()
+    for order in cancelled:
+        after_cancel(order, orders)
+    return OrderResult(None, "kill_switch_active", f"{len(cancelled)} open orders cancelled")
+
+
+async def deactivate_kill_switch(cmd: DeactivateKillSwitch, uow: UnitOfWork, orders: OrderDeps) -> OrderResult:
+    from realtime.orders.handlers import OrderResult
+
+    scope_id = _scope_id(cmd.scope, cmd.scope_id)
+    async with orders.pool.connection() as conn:
+        await set_limit(conn, cmd.scope, scope_id, "kill_switch", None)
+    orders.risk.forget_limits()
+    uow.record(
+        KillSwitchDeactivated(
+            aggregate_id=str(cmd.command_id),
+            version=1,
+            scope=cmd.scope,
+            scope_id=scope_id,
+            user_id=scope_id if cmd.scope == "user" else "",
+            correlation_id=cmd.correlation_id,
+        )
+    )
+    await uow.commit()
+    return OrderResult(None, "kill_switch_off")

@@ -1,0 +1,146 @@
+"""Exchange adapters for linked accounts, built on first use from the stored (encrypted) credentials.
+
+One adapter per account (the venue counts orders per key), with the shared Redis weight budget per venue and
+key; reference data (tick, lot, min notional) per exchange, loaded once and refreshed on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg
+import structlog
+from redis.asyncio import Redis
+
+from core.security.account_secrets import ExchangeCredentials, read_account_secrets
+from core.security.crypto import KeyRing
+from realtime.exchanges.base import ExchangeAdapter, Market
+from realtime.exchanges.binance import BINANCE_SPOT, build_binance_adapter, simulator_urls
+from realtime.exchanges.bybit import BYBIT_SPOT, build_bybit_adapter
+from realtime.exchanges.ratelimit import RedisTokenBucket
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRef:
+    account_id: str
+    user_id: str
+    exchange: str
+    active: bool = True
+
+
+AdapterFactory = Callable[[AccountRef, ExchangeCredentials], ExchangeAdapter]
+
+
+@dataclass(frozen=True, slots=True)
+class VenueEndpoints:
+    """Where each venue's REST API is: ``binance_rest_url`` set to the simulator's base URL in development."""
+
+    binance_rest_url: str | None = None
+    bybit_rest_url: str | None = None
+    simulator: bool = True
+
+
+def ccxt_factory(endpoints: VenueEndpoints, redis: Redis | None = None, prefix: str = "patriot:") -> AdapterFactory:
+    """Adapters over ccxt; accounts on ``simulator`` (and Binance in development) talk to the local simulator."""
+
+    def build(account: AccountRef, credentials: ExchangeCredentials) -> ExchangeAdapter:
+        caps = BYBIT_SPOT if account.exchange == "bybit" else BINANCE_SPOT
+        limiter = (
+            RedisTokenBucket(
+                redis,
+                account.exchange,
+                credentials.api_key,
+                caps.bucket_capacity,
+                caps.refill_per_s,
+                key_prefix=f"{prefix}ratelimit",
+            )
+            if redis is not None
+            else None
+        )
+        if account.exchange == "bybit":
+            urls = {"spot": endpoints.bybit_rest_url} if endpoints.bybit_rest_url else None
+            return build_bybit_adapter(credentials, urls, limiter, max_retries=2)
+        base = endpoints.binance_rest_url
+        urls = simulator_urls(base) if base and (endpoints.simulator or account.exchange == "simulator") else None
+        return build_binance_adapter(credentials, urls, limiter, max_retries=2)
+
+    return build
+
+
+@dataclass
+class VenueRegistry:
+    """Adapters and markets of linked accounts; ``database_url`` is read for accounts and their sealed keys."""
+
+    database_url: str
+    keyring: KeyRing | None
+    factory: AdapterFactory
+    _accounts: dict[str, AccountRef] = field(default_factory=dict)
+    _adapters: dict[str, ExchangeAdapter] = field(default_factory=dict)
+    _markets: dict[str, dict[str, Market]] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def account(self, account_id: str) -> AccountRef | None:
+        """The account's owner and venue (cached: an account never changes owner or venue)."""
+        found = self._accounts.get(account_id)
+        if found is None:
+            async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
+                cur = await conn.execute(
+                    "SELECT id::text, user_id::text, exchange, active FROM user_accounts WHERE id::text = %s",
+                    (account_id,),
+                )
+                row = await cur.fetchone()
+            if row is None:
+                return None
+            found = AccountRef(str(row[0]), str(row[1]), str(row[2]), bool(row[3]))
+            self._accounts[account_id] = found
+        return found
+
+    async def adapter(self, account_id: str) -> ExchangeAdapter:
+        """The account's adapter; its credentials are decrypted once, in memory only."""
+        adapter = self._adapters.get(account_id)
+        if adapter is not None:
+            return adapter
+        async with self._lock:
+            adapter = self._adapters.get(account_id)
+            if adapter is None:
+                account = await self.account(account_id)
+                if account is None:
+                    raise LookupError(f"no exchange account {account_id}")
+                credentials = await asyncio.to_thread(self._credentials, account_id)
+                adapter = self.factory(account, credentials)
+                self._adapters[account_id] = adapter
+        return adapter
+
+    def _credentials(self, account_id: str) -> ExchangeCredentials:
+        if self.keyring is None:
+            raise RuntimeError("no master key loaded: cannot open exchange credentials")
+        with psycopg.connect(self.database_url) as conn:
+            return read_account_secrets(conn, self.keyring, account_id)
+
+    def add(self, account: AccountRef, adapter: ExchangeAdapter) -> None:
+        """Register an adapter built elsewhere (paper trading, tests through a fake venue)."""
+        self._accounts[account.account_id] = account
+        self._adapters[account.account_id] = adapter
+
+    def known_markets(self, exchange: str) -> dict[str, Market] | None:
+        return self._markets.get(exchange)
+
+    async def markets(self, exchange: str, account_id: str) -> dict[str, Market]:
+        """The venue's symbols and filters, loaded once through any account of that venue."""
+        found = self._markets.get(exchange)
+        if found is None:
+            found = await (await self.adapter(account_id)).load_markets()
+            self._markets[exchange] = found
+        return found
+
+    async def close(self) -> None:
+        for adapter in self._adapters.values():
+            try:
+                await adapter.close()
+            except Exception as exc:  # closing must not stop the others from closing
+                log.warning("adapter close failed", error=repr(exc))
+        self._adapters.clear()
