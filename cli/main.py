@@ -197,6 +197,7 @@ def simulator(
             candle_files=candle_files,
             capture_files=tuple(capture or ()),
             speed=parse_speed(speed or md.simulator_speed),
+            weight_limit=md.simulator_weight_limit,
         )
     )
 

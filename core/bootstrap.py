@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from core.commit import GroupCommitter
 from core.db.urls import libpq_url
@@ -64,7 +64,9 @@ async def bootstrap(
         name=service or settings.runtime.service_name,
     )
     await pool.open(wait=True, timeout=30)
-    redis = Redis.from_url(redis_url)
+    # a blocking pool: under load a caller waits for a free connection instead of failing (redis-py's default
+    # pool raises once 100 connections are in use)
+    redis = Redis(connection_pool=BlockingConnectionPool.from_url(redis_url, max_connections=512, timeout=30))
     codec = Codec.create()
     names = StreamNames(prefix=settings.redis.key_prefix, partitions=settings.bus.partitions)
     committer = GroupCommitter(pool, codec, metrics)

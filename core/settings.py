@@ -102,6 +102,7 @@ class MarketDataSettings(BaseSettings):
     simulator_host: str = "127.0.0.1"
     simulator_port: int = 58080
     simulator_speed: str = "10"
+    simulator_weight_limit: int = 6000  # request weight per minute, Binance spot's; raise it for load tests
 
     @property
     def uses_simulator(self) -> bool:

@@ -193,8 +193,8 @@ async def running_platform(
     kernel = await bootstrap(settings, database_url, redis_url, service="test")
     keyring = load_keyring(settings.security, settings.runtime)
     factory = ccxt_factory(VenueEndpoints(binance_rest_url=base, simulator=True), None)
-    venues_orders = VenueRegistry(database_url, keyring, factory)
-    venues_lifecycle = VenueRegistry(database_url, keyring, factory)
+    venues_orders = VenueRegistry(kernel.pool, keyring, factory)
+    venues_lifecycle = VenueRegistry(kernel.pool, keyring, factory)
     streams = AccountStreams(
         UserStreamConfig(rest_url=base, ws_url=base.replace("http", "ws"), reconnect_initial_s=0.05),
         kernel.redis,

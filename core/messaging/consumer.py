@@ -28,6 +28,7 @@ from core.messaging.codec import Codec, MalformedMessage
 from core.messaging.streams import Stream, StreamNames
 from core.observability.context import correlation_scope
 from core.observability.metrics import Metrics
+from core.runtime.faults import FaultPlan
 from core.uow import UnitOfWork, UnitOfWorkFactory
 
 Handler = Callable[[Event, UnitOfWork], Awaitable[None]]
@@ -68,6 +69,7 @@ class StreamConsumer:
         metrics: Metrics,
         handler: Handler,
         config: ConsumerConfig,
+        faults: FaultPlan | None = None,
     ) -> None:
         self._redis = redis
         self._uow_factory = uow_factory
@@ -76,6 +78,7 @@ class StreamConsumer:
         self._metrics = metrics
         self._handler = handler
         self.config = config
+        self._faults = faults or FaultPlan()
         self._keys = [k for s in config.streams for k in names.all_keys(s)]
         self._attempts: dict[tuple[str, str], int] = {}
         self._retry_due: dict[tuple[str, str], tuple[float, Entry]] = {}
@@ -185,6 +188,7 @@ class StreamConsumer:
             return
         try:
             await self._apply(decoded)
+            self._faults.maybe_crash(f"consumer.{self.config.group}.before_ack")
         except Exception as exc:
             if len(decoded) == 1:
                 await self._failed(decoded[0], exc)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import Any
 
 import orjson
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from core.domain.messages import Command
 from core.messaging.bus import MessageBus
@@ -73,7 +74,8 @@ class CommandServer:
         group: str = "order-service",
         consumer: str = "order-service-1",
         batch: int = 256,
-        concurrency: int = 512,
+        concurrency: int = 128,
+        retry_pending_s: float = 5.0,
     ) -> None:
         self._redis = redis
         self._names = names
@@ -85,6 +87,8 @@ class CommandServer:
         self._slots = asyncio.Semaphore(concurrency)
         self._keys = names.all_keys(Stream.ORDER_COMMANDS)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight: set[tuple[str, str]] = set()
+        self._retry_pending_s = retry_pending_s
         self._bad = metrics.counter("patriot_bad_commands_total", "Commands that could not be decoded", ("reason",))
         self.handled = 0
 
@@ -99,8 +103,16 @@ class CommandServer:
     async def run(self, stop: asyncio.Event) -> None:
         await self.setup()
         await self._read("0")  # what this consumer read before a crash and never acknowledged
+        last_retry = time.monotonic()
         while not stop.is_set():
-            await self._read(">", block_ms=200)
+            try:
+                await self._read(">", block_ms=200)
+                if time.monotonic() - last_retry > self._retry_pending_s:
+                    last_retry = time.monotonic()
+                    await self._read("0")  # commands whose answer or acknowledgement failed: handle them again
+            except (ConnectionError, OSError, RedisError) as exc:
+                log.warning("command stream read failed; retrying", error=repr(exc))
+                await asyncio.sleep(0.5)
         await self.drain()
 
     async def drain(self) -> None:
@@ -117,16 +129,26 @@ class CommandServer:
         )
         for key, messages in reply or []:
             for message_id, fields in messages:
-                if fields is None:
+                entry = (_s(key), _s(message_id))
+                if fields is None or entry in self._in_flight:
                     continue
                 await self._slots.acquire()
-                task = asyncio.create_task(self._handle(_s(key), _s(message_id), fields))
+                self._in_flight.add(entry)
+                task = asyncio.create_task(self._handle_safely(*entry, fields))
                 self._tasks.add(task)
                 task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._slots.release()
+
+    async def _handle_safely(self, key: str, message_id: str, fields: dict[bytes, bytes]) -> None:
+        try:
+            await self._handle(key, message_id, fields)
+        except Exception as exc:  # left pending: handled again (idempotently) on the next pending round
+            log.error("command handling failed; it stays pending", error=repr(exc), message_id=message_id)
+        finally:
+            self._in_flight.discard((key, message_id))
 
     async def _handle(self, key: str, message_id: str, fields: dict[bytes, bytes]) -> None:
         reply_key = _s(fields.get(b"r", b""))

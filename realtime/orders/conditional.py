@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
-from core.domain.orders import LockStep, Order, OrderSide, OrderStatus, OrderType
+from core.domain.orders import LockStep, Order, OrderSide, OrderType
 from realtime.orders.triggers import Direction, TriggerIndex, direction_for
 
 _HUNDRED = Decimal(100)
@@ -131,9 +131,12 @@ class TriggerBook:
         oid, symbol = armed.order_id, armed.symbol
         self.index.arm(oid, symbol, direction_for(armed.side.value, armed.kind), float(armed.trigger))
         favourable = Direction.RISES_TO if armed.side is OrderSide.SELL else Direction.FALLS_TO
-        if armed.trailing and armed.peak is not None:
-            step = armed.tick or armed.peak * Decimal("1e-9")
-            beyond = armed.peak + step if armed.side is OrderSide.SELL else armed.peak - step
+        if armed.trailing:
+            if armed.peak is None:  # no best price yet: the first price beyond the stop starts the trail
+                beyond = armed.trigger
+            else:
+                step = armed.tick or armed.peak * Decimal("1e-9")
+                beyond = armed.peak + step if armed.side is OrderSide.SELL else armed.peak - step
             if beyond > 0:
                 self.index.arm(oid + _RATCHET, symbol, favourable, float(beyond))
         rung = self._next_rung(armed)
@@ -209,7 +212,3 @@ class TriggerBook:
         if armed.reference is None or armed.lock_step >= len(armed.lock_steps):
             return None
         return self._rung_level(armed, armed.lock_step)
-
-
-def is_armed_status(status: OrderStatus) -> bool:
-    return status is OrderStatus.ARMED

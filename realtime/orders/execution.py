@@ -19,6 +19,7 @@ import structlog
 from core.domain.orders import Order, OrderStatus
 from core.eventstore import ConcurrencyError
 from core.observability.metrics import Metrics
+from core.runtime.faults import FaultPlan
 from core.uow import UnitOfWork, UnitOfWorkFactory
 from realtime.exchanges.base import (
     AuthenticationFailed,
@@ -78,6 +79,7 @@ class Execution:
     submit_timeout_s: float = 10.0
     resubmit_window_s: float = 120.0
     on_ack: Callable[[Order, OrderAck, float], Awaitable[None]] | None = None
+    faults: FaultPlan = field(default_factory=FaultPlan)
     in_flight: set[str] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -136,7 +138,9 @@ class Execution:
                 time_in_force=order.time_in_force,
             )
             try:
+                self.faults.maybe_crash("orders.before_venue")
                 ack = await adapter.place_order(request)
+                self.faults.maybe_crash("orders.after_venue_ack")
             except _REFUSED as refused:
                 self._sent.labels(exchange=order.exchange, outcome="rejected").inc()
                 await self._reject(order, f"venue refused the order: {refused}")
@@ -201,6 +205,8 @@ class Execution:
                     order = await uow.orders.get(order_id)
             if order is None or order.status is not OrderStatus.PENDING_CANCEL:
                 return
+            while order.id in self.in_flight:  # its placement is on the way: cancel what the venue will have
+                await asyncio.sleep(0.005)
             adapter = await self.venues.adapter(order.account_id)
             try:
                 ack = await adapter.cancel_order(
@@ -208,7 +214,9 @@ class Execution:
                 )
             except OrderNotFound:
                 ack = await self._find(order)
-                if ack is None:  # it never reached the venue: nothing to cancel there
+                if ack is None:
+                    if _age_s(order) < self.submit_timeout_s:
+                        return  # a placement from before a crash may still land: the sweep asks again later
                     await update_order(self.uow_factory, order.id, _cancel_now("canceled before it reached the venue"))
                     return
             except ExchangeError as exc:

@@ -98,6 +98,7 @@ async def _decide(cmd: PlaceOrder, order: Order, deps: OrderDeps) -> None:
 
 
 def _after_commit(order: Order, deps: OrderDeps) -> None:
+    deps.execution.faults.maybe_crash("orders.after_commit")
     if order.status is OrderStatus.SUBMITTED:
         deps.execution.submit_soon(order)
     elif order.status is OrderStatus.ARMED:

@@ -67,6 +67,12 @@ def _order_id(client_order_id: str) -> str | None:
         return None
 
 
+def _note_venue_id(order: Order, exchange_order_id: str) -> None:
+    """The venue has the order: record its id (an accept) if we had not heard of it yet."""
+    if order.exchange_order_id is None and order.status in (OrderStatus.SUBMITTED, OrderStatus.PENDING_CANCEL):
+        order.accept(exchange_order_id)
+
+
 class Lifecycle:
     """``handle(event, uow)`` is the consumer's handler; ``touched`` collects users whose read models changed."""
 
@@ -102,8 +108,7 @@ class Lifecycle:
         if event.trade_id in order.trade_ids:
             self._duplicates.inc()
             return
-        if order.status is OrderStatus.SUBMITTED:
-            order.accept(event.exchange_order_id)
+        _note_venue_id(order, event.exchange_order_id)
         order.fill(
             event.trade_id,
             event.quantity,
@@ -172,8 +177,8 @@ class Lifecycle:
         if order is None or order.is_terminal:
             return
         status = event.status.upper()
-        if order.status is OrderStatus.SUBMITTED and status != "REJECTED":
-            order.accept(event.exchange_order_id)
+        if status != "REJECTED":
+            _note_venue_id(order, event.exchange_order_id)
         if status in ("CANCELED", "EXPIRED", "EXPIRED_IN_MATCH"):
             if event.filled_quantity > order.filled_quantity:
                 raise FillsPending(

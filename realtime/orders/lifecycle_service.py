@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import structlog
 
 from core.bootstrap import Kernel, bootstrap
-from core.db.urls import libpq_url
 from core.domain.accounts import AccountEvent
 from core.messaging.consumer import ConsumerConfig, StreamConsumer
 from core.messaging.publisher import publish_events
 from core.messaging.streams import Stream
 from core.observability.metrics import serve_metrics
+from core.runtime.faults import FaultPlan
 from core.security.master_key import load_keyring
 from core.settings import Settings
 from realtime.accounts.service import stream_heartbeat_key
@@ -68,6 +68,7 @@ class LifecycleService:
                 claim_idle_ms=10_000,
                 retry_delay_s=0.1,
             ),
+            faults=FaultPlan.from_env(),
         )
         self.reconciler = Reconciler(kernel.metrics, self._publish, self.config.reconcile_grace_s)
         self._last_reconciled: dict[str, float] = {}
@@ -139,7 +140,7 @@ async def run_lifecycle(settings: Settings, database_url: str, redis_url: str, s
     if settings.observability.metrics_port:
         serve_metrics(kernel.metrics, settings.observability.metrics_port)
     venues = VenueRegistry(
-        libpq_url(database_url),
+        kernel.pool,
         keyring,
         ccxt_factory(venue_endpoints(settings), kernel.redis, settings.redis.key_prefix),
     )

@@ -118,7 +118,9 @@ class Reconciler:
     async def _reconcile(self, account: AccountRef, adapter: ExchangeAdapter, ours: Sequence[OurOrder]) -> int:
         now_ms = int(datetime.now(UTC).timestamp() * 1000)
         events: list[AccountEvent] = []
-        venue_open = {o.client_order_id: o for o in await adapter.fetch_open_orders()}
+        venue_open: dict[str, OrderState] = {}
+        for symbol in sorted({o.symbol for o in ours}):  # per symbol: weight 6 each, not 80 for all
+            venue_open.update({o.client_order_id: o for o in await adapter.fetch_open_orders(symbol)})
         trades_by_symbol: dict[str, list[ExchangeTrade]] = {}
         for order in ours:
             state = venue_open.get(order.order_id)

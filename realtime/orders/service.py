@@ -18,11 +18,11 @@ import orjson
 import structlog
 
 from core.bootstrap import Kernel, bootstrap
-from core.db.urls import libpq_url
 from core.domain.messages import Command
 from core.domain.orders import OrderSide, OrderType, RearmOrder, TriggerOrder
 from core.messaging.bus import MessageBus
 from core.observability.metrics import serve_metrics
+from core.runtime.faults import FaultPlan
 from core.security.master_key import load_keyring
 from core.settings import Settings
 from realtime.marketdata.service import venue_urls
@@ -81,7 +81,11 @@ class OrderService:
         self.venues = venues
         self.feed = PriceFeed(kernel.redis, kernel.names, kernel.metrics)
         self.execution = Execution(
-            kernel.uow_factory, venues, kernel.metrics, submit_timeout_s=self.config.submit_timeout_s
+            kernel.uow_factory,
+            venues,
+            kernel.metrics,
+            submit_timeout_s=self.config.submit_timeout_s,
+            faults=FaultPlan.from_env(),
         )
         self.deps = OrderDeps(
             risk=RiskGate(kernel.pool, venues, marks=self.feed.marks),
@@ -224,7 +228,7 @@ async def run_order_service(settings: Settings, database_url: str, redis_url: st
     if settings.observability.metrics_port:
         serve_metrics(kernel.metrics, settings.observability.metrics_port)
     venues = VenueRegistry(
-        libpq_url(database_url),
+        kernel.pool,
         keyring,
         ccxt_factory(venue_endpoints(settings), kernel.redis, settings.redis.key_prefix),
     )

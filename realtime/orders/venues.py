@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-import psycopg
 import structlog
+from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from core.security.account_secrets import ExchangeCredentials, read_account_secrets
+from core.security.account_secrets import ExchangeCredentials, open_credentials
 from core.security.crypto import KeyRing
 from realtime.exchanges.base import ExchangeAdapter, Market
 from realtime.exchanges.binance import BINANCE_SPOT, build_binance_adapter, simulator_urls
@@ -73,9 +74,9 @@ def ccxt_factory(endpoints: VenueEndpoints, redis: Redis | None = None, prefix: 
 
 @dataclass
 class VenueRegistry:
-    """Adapters and markets of linked accounts; ``database_url`` is read for accounts and their sealed keys."""
+    """Adapters and markets of linked accounts; accounts and their sealed keys are read through ``pool``."""
 
-    database_url: str
+    pool: AsyncConnectionPool[Any]
     keyring: KeyRing | None
     factory: AdapterFactory
     _accounts: dict[str, AccountRef] = field(default_factory=dict)
@@ -87,7 +88,7 @@ class VenueRegistry:
         """The account's owner and venue (cached: an account never changes owner or venue)."""
         found = self._accounts.get(account_id)
         if found is None:
-            async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
+            async with self.pool.connection() as conn:
                 cur = await conn.execute(
                     "SELECT id::text, user_id::text, exchange, active FROM user_accounts WHERE id::text = %s",
                     (account_id,),
@@ -99,27 +100,39 @@ class VenueRegistry:
             self._accounts[account_id] = found
         return found
 
+    def forget(self, account_id: str) -> None:
+        """Drop what is cached of an account (deactivated, keys rotated)."""
+        self._accounts.pop(account_id, None)
+
     async def adapter(self, account_id: str) -> ExchangeAdapter:
         """The account's adapter; its credentials are decrypted once, in memory only."""
         adapter = self._adapters.get(account_id)
         if adapter is not None:
             return adapter
         async with self._lock:
-            adapter = self._adapters.get(account_id)
-            if adapter is None:
-                account = await self.account(account_id)
-                if account is None:
-                    raise LookupError(f"no exchange account {account_id}")
-                credentials = await asyncio.to_thread(self._credentials, account_id)
-                adapter = self.factory(account, credentials)
-                self._adapters[account_id] = adapter
+            return await self._adapter_unlocked(account_id)
+
+    async def _adapter_unlocked(self, account_id: str) -> ExchangeAdapter:
+        adapter = self._adapters.get(account_id)
+        if adapter is None:
+            account = await self.account(account_id)
+            if account is None:
+                raise LookupError(f"no exchange account {account_id}")
+            adapter = self.factory(account, await self._credentials(account_id))
+            self._adapters[account_id] = adapter
         return adapter
 
-    def _credentials(self, account_id: str) -> ExchangeCredentials:
+    async def _credentials(self, account_id: str) -> ExchangeCredentials:
         if self.keyring is None:
             raise RuntimeError("no master key loaded: cannot open exchange credentials")
-        with psycopg.connect(self.database_url) as conn:
-            return read_account_secrets(conn, self.keyring, account_id)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT api_key_encrypted, api_secret_encrypted FROM user_accounts WHERE id::text = %s", (account_id,)
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise LookupError(f"no exchange account {account_id}")
+        return open_credentials(self.keyring, account_id, bytes(row[0]), bytes(row[1]))
 
     def add(self, account: AccountRef, adapter: ExchangeAdapter) -> None:
         """Register an adapter built elsewhere (paper trading, tests through a fake venue)."""
@@ -133,8 +146,11 @@ class VenueRegistry:
         """The venue's symbols and filters, loaded once through any account of that venue."""
         found = self._markets.get(exchange)
         if found is None:
-            found = await (await self.adapter(account_id)).load_markets()
-            self._markets[exchange] = found
+            async with self._lock:
+                found = self._markets.get(exchange)
+                if found is None:
+                    found = await (await self._adapter_unlocked(account_id)).load_markets()
+                    self._markets[exchange] = found
         return found
 
     async def close(self) -> None:

@@ -38,6 +38,8 @@ def apply_fill(position: Position, side: str, quantity: Decimal, price: Decimal,
     """The position after one fill (``side`` 'buy' or 'sell')."""
     if quantity <= 0 or price <= 0:
         raise ValueError("a fill needs a positive quantity and price")
+    if side not in ("buy", "sell"):
+        raise ValueError(f"side must be 'buy' or 'sell', got {side!r}")
     signed = quantity if side == "buy" else -quantity
     held = position.quantity
     fees = position.fees + fee_quote

@@ -86,8 +86,10 @@ class Exposure:
         self.net += other.net
         self.unrealized += other.unrealized
         self.realized += other.realized
-        if other.start_of_day is not None:
-            self.start_of_day = (self.start_of_day or ZERO) + other.start_of_day
+        # an account with no start-of-day figure yet (linked today, or before the day's first snapshot) counts
+        # as unchanged since the start of the day, so it neither hides nor invents a loss of the others
+        other_start = other.start_of_day if other.start_of_day is not None else other.equity
+        self.start_of_day = (self.start_of_day or ZERO) + other_start
 
 
 @dataclass(frozen=True, slots=True)

@@ -403,11 +403,6 @@ def test_book_of_plain_conditionals_matches_naive_scan_on_a_random_walk() -> Non
     assert fired_total > 100, "the walk must actually exercise firing"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TriggerBook.arm arms the ratchet only when peak is not None, so a trailing stop armed with an explicit "
-    "trigger and no best price (initial_trigger returns peak None when there is no mark) never trails",
-)
 def test_trailing_stop_armed_without_best_price_starts_trailing_from_the_first_higher_price() -> None:
     book = book_with(armed(OrderSide.SELL, "90", tick=D("1"), trailing_offset=D("10")))
     assert book.on_price(SYMBOL, D("150")) == [Rearm("o1", D("140"), D("150"), 0)]
