@@ -81,6 +81,7 @@ class Execution:
     on_ack: Callable[[Order, OrderAck, float], Awaitable[None]] | None = None
     faults: FaultPlan = field(default_factory=FaultPlan)
     in_flight: set[str] = field(default_factory=set)
+    _placing: dict[str, asyncio.Event] = field(default_factory=dict)  # order id -> set when its placement ends
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -117,6 +118,7 @@ class Execution:
         if order.id in self.in_flight:
             return
         self.in_flight.add(order.id)
+        self._placing[order.id] = asyncio.Event()
         started = time.perf_counter()
         try:
             adapter = await self.venues.adapter(order.account_id)
@@ -161,6 +163,7 @@ class Execution:
             log.error("order submission failed", order_id=order.id, error=repr(exc))
         finally:
             self.in_flight.discard(order.id)
+            self._placing.pop(order.id).set()
 
     async def _find(self, order: Order) -> OrderAck | None:
         adapter = await self.venues.adapter(order.account_id)
@@ -205,8 +208,9 @@ class Execution:
                     order = await uow.orders.get(order_id)
             if order is None or order.status is not OrderStatus.PENDING_CANCEL:
                 return
-            while order.id in self.in_flight:  # its placement is on the way: cancel what the venue will have
-                await asyncio.sleep(0.005)
+            placing = self._placing.get(order.id)
+            if placing is not None:  # its placement is on the way: cancel what the venue will have
+                await placing.wait()
             adapter = await self.venues.adapter(order.account_id)
             try:
                 ack = await adapter.cancel_order(
