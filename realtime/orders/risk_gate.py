@@ -1,15 +1,18 @@
 """Gathers the plain-data :class:`RiskContext` for one order, then runs the pre-trade checks.
 
-Two reads per order at most: the account's limits (cached for ``limits_ttl_s``, so a change applies within a
-second, no restart) and one statement that returns position, open orders, recent order count, exposures and
-equity together. Mark prices come from the live market feed, falling back to ``mark_prices``.
+Every limit of the fund is read in one statement at most once per ``limits_ttl_s`` (a change applies within a
+second, no restart). Per order, one statement reads only the figures its limits use (position, open orders,
+recent orders, exposures, equity): an order with none of those limits costs no read at all. Mark prices come
+from the live market feed, falling back to ``mark_prices``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -17,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from core.domain.orders import PlaceOrder
 from realtime.exchanges.base import Market
 from realtime.orders.venues import VenueRegistry
-from realtime.risk.limits import load_limits
+from realtime.risk.limits import LimitRows, limits_for, load_all_limits
 from realtime.risk.pretrade import (
     RiskContext,
     RiskDecision,
@@ -34,19 +37,41 @@ _EXPOSURE = (
     "SELECT coalesce(sum(abs(p.quantity * m.price)), 0) FROM positions p JOIN mark_prices m ON m.symbol = p.symbol "
     "AND m.exchange = CASE WHEN p.exchange = 'simulator' THEN 'binance' ELSE p.exchange END WHERE "
 )
-_STATS = f"""
-SELECT
-  (SELECT quantity FROM positions WHERE account_id = %(account)s AND symbol = %(symbol)s),
-  (SELECT count(*) FROM orders WHERE account_id = %(account)s AND {_OPEN}),
-  (SELECT count(*) FROM orders WHERE account_id = %(account)s AND created_at > now() - interval '1 minute'),
-  ({_EXPOSURE} p.account_id = %(account)s),
-  ({_EXPOSURE} p.user_id = %(user)s),
-  ({_EXPOSURE} true),
-  (SELECT price FROM mark_prices WHERE symbol = %(symbol)s ORDER BY ts DESC LIMIT 1),
-  (SELECT equity FROM portfolio_snapshots WHERE account_id = %(account)s
-     AND ts >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' ORDER BY ts LIMIT 1),
-  (SELECT equity FROM portfolio_snapshots WHERE account_id = %(account)s ORDER BY ts DESC LIMIT 1)
-"""
+# Each figure the checks may need, with the limits that need it: an order reads only what its limits use.
+_FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "position": (
+        "(SELECT quantity FROM positions WHERE account_id = %(account)s AND symbol = %(symbol)s)",
+        ("max_position_per_symbol",),
+    ),
+    "open_orders": (f"(SELECT count(*) FROM orders WHERE account_id = %(account)s AND {_OPEN})", ("max_open_orders",)),
+    "recent": (
+        "(SELECT count(*) FROM orders WHERE account_id = %(account)s AND created_at > now() - interval '1 minute')",
+        ("max_orders_per_minute",),
+    ),
+    "exposure_account": (f"({_EXPOSURE} p.account_id = %(account)s)", ("max_gross_exposure_account",)),
+    "exposure_user": (f"({_EXPOSURE} p.user_id = %(user)s)", ("max_gross_exposure_user",)),
+    "exposure_fund": (f"({_EXPOSURE} true)", ("max_gross_exposure_fund",)),
+    "start_of_day": (
+        "(SELECT equity FROM portfolio_snapshots WHERE account_id = %(account)s "
+        "AND ts >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' ORDER BY ts LIMIT 1)",
+        ("daily_loss_limit",),
+    ),
+    "equity": (
+        "(SELECT equity FROM portfolio_snapshots WHERE account_id = %(account)s ORDER BY ts DESC LIMIT 1)",
+        ("daily_loss_limit",),
+    ),
+}
+_STORED_MARK = "SELECT price FROM mark_prices WHERE symbol = %s ORDER BY ts DESC LIMIT 1"
+
+
+@lru_cache(maxsize=256)
+def _figures_sql(names: tuple[str, ...]) -> str:
+    return "SELECT " + ", ".join(_FIGURES[n][0] for n in names)
+
+
+def needed_figures(limits: RiskLimits) -> tuple[str, ...]:
+    """The figures the configured limits need (none when the order has no such limit)."""
+    return tuple(n for n, (_, uses) in _FIGURES.items() if any(getattr(limits, u) is not None for u in uses))
 
 
 def symbol_filters(markets: dict[str, Market] | None, symbol: str) -> SymbolFilters:
@@ -69,7 +94,9 @@ class RiskGate:
     venues: VenueRegistry
     marks: dict[str, Decimal] = field(default_factory=dict)  # symbol -> last trade price, fed by the market feed
     limits_ttl_s: float = 1.0
-    _limits: dict[tuple[str, str], tuple[float, RiskLimits, frozenset[str]]] = field(default_factory=dict)
+    _rows: LimitRows = field(default_factory=dict)
+    _loaded_at: float = -1e9
+    _loading: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def screen(self, cmd: PlaceOrder) -> RiskDecision:
         """Checks that decide whether the order can be recorded at all: numbers and ownership."""
@@ -86,19 +113,18 @@ class RiskGate:
         return check_account_owner(cmd, RiskContext(filters=SymbolFilters(), account_owner_user_id=account.user_id))
 
     async def limits(self, account_id: str, user_id: str) -> tuple[RiskLimits, frozenset[str]]:
-        key = (account_id, user_id)
-        cached = self._limits.get(key)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < self.limits_ttl_s:
-            return cached[1], cached[2]
-        async with self.pool.connection() as conn:
-            limits, killed = await load_limits(conn, account_id, user_id)
-        self._limits[key] = (now, limits, killed)
-        return limits, killed
+        """The limits of one order, from every limit read at most ``limits_ttl_s`` ago (one read for all)."""
+        if time.monotonic() - self._loaded_at >= self.limits_ttl_s:
+            async with self._loading:
+                if time.monotonic() - self._loaded_at >= self.limits_ttl_s:
+                    async with self.pool.connection() as conn:
+                        self._rows = await load_all_limits(conn)
+                    self._loaded_at = time.monotonic()
+        return limits_for(self._rows, account_id, user_id)
 
     def forget_limits(self) -> None:
-        """Drop cached limits (a kill switch changed here: apply it to the very next order)."""
-        self._limits.clear()
+        """Re-read the limits for the very next order (a kill switch or limit changed here)."""
+        self._loaded_at = -1e9
 
     async def context(self, cmd: PlaceOrder) -> RiskContext:
         limits, killed = await self.limits(cmd.account_id, cmd.user_id)
@@ -106,26 +132,37 @@ class RiskGate:
             markets = await self.venues.markets(cmd.exchange, cmd.account_id)
         except Exception:
             markets = self.venues.known_markets(cmd.exchange)
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(_STATS, {"account": cmd.account_id, "user": cmd.user_id, "symbol": cmd.symbol})
-            row = await cur.fetchone()
-        assert row is not None
-        position, open_orders, recent, exp_account, exp_user, exp_fund, stored_mark, sod_equity, equity = row
-        mark = self.marks.get(cmd.symbol) or (Decimal(stored_mark) if stored_mark is not None else None)
-        equity_now = Decimal(equity) if equity is not None else Decimal(0)
+        names = needed_figures(limits)
+        figures: dict[str, Any] = {}
+        mark = self.marks.get(cmd.symbol)
+        if names or mark is None:
+            async with self.pool.connection() as conn:
+                if names:
+                    params = {"account": cmd.account_id, "user": cmd.user_id, "symbol": cmd.symbol}
+                    row = await (await conn.execute(_figures_sql(names), params)).fetchone()
+                    figures = dict(zip(names, row or (), strict=True))
+                if mark is None:
+                    stored = await (await conn.execute(_STORED_MARK, (cmd.symbol,))).fetchone()
+                    mark = Decimal(stored[0]) if stored else None
+
+        def dec(name: str) -> Decimal:
+            value = figures.get(name)
+            return Decimal(0) if value is None else Decimal(value)
+
+        equity = dec("equity")
         return RiskContext(
             filters=symbol_filters(markets, cmd.symbol),
             account_owner_user_id=cmd.user_id,
             mark_price=mark,
             limits=limits,
-            position_qty=Decimal(position or 0),
-            gross_exposure_account=Decimal(exp_account),
-            gross_exposure_user=Decimal(exp_user),
-            gross_exposure_fund=Decimal(exp_fund),
-            open_orders=int(open_orders),
-            orders_last_minute=int(recent),
-            start_of_day_equity=Decimal(sod_equity) if sod_equity is not None else equity_now,
-            equity=equity_now,
+            position_qty=dec("position"),
+            gross_exposure_account=dec("exposure_account"),
+            gross_exposure_user=dec("exposure_user"),
+            gross_exposure_fund=dec("exposure_fund"),
+            open_orders=int(dec("open_orders")),
+            orders_last_minute=int(dec("recent")),
+            start_of_day_equity=dec("start_of_day") if figures.get("start_of_day") is not None else equity,
+            equity=equity,
             kill_switches=killed,
         )
 

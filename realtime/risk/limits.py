@@ -63,14 +63,27 @@ async def set_limit(
     await conn.execute(_UPSERT, (uuid.uuid4(), scope, scope_id, limit_type, value))
 
 
-async def load_limits(
-    conn: psycopg.AsyncConnection[Any], account_id: str, user_id: str
-) -> tuple[RiskLimits, frozenset[str]]:
+_ALL = "SELECT scope, scope_id, limit_type, value FROM risk_limits WHERE active"
+
+LimitRows = dict[tuple[str, str], dict[str, Decimal]]
+
+
+async def load_all_limits(conn: psycopg.AsyncConnection[Any]) -> LimitRows:
+    """Every active limit by (scope, scope id): one read serves every account's evaluation."""
+    cur = await conn.execute(_ALL)
+    rows: LimitRows = {}
+    for scope, scope_id, limit_type, value in await cur.fetchall():
+        rows.setdefault((str(scope), str(scope_id)), {})[str(limit_type)] = Decimal(value)
+    return rows
+
+
+def limits_for(rows: LimitRows, account_id: str, user_id: str) -> tuple[RiskLimits, frozenset[str]]:
     """The limits that apply to an order on ``account_id`` of ``user_id``, and the scopes switched off."""
-    cur = await conn.execute(_LOAD, (account_id, user_id))
-    by_scope: dict[str, dict[str, Decimal]] = {scope: {} for scope in SCOPES}
-    for scope, limit_type, value in await cur.fetchall():
-        by_scope[str(scope)][str(limit_type)] = Decimal(value)
+    by_scope = {
+        "account": rows.get(("account", account_id), {}),
+        "user": rows.get(("user", user_id), {}),
+        "fund": rows.get(("fund", ""), {}),
+    }
     values: dict[str, Any] = {}
     for limit_type in _MOST_SPECIFIC_WINS:
         for scope in SCOPES:
@@ -83,3 +96,15 @@ async def load_limits(
             values[f"max_gross_exposure_{scope}"] = by_scope[scope]["max_gross_exposure"]
     killed = frozenset(scope for scope in SCOPES if by_scope[scope].get("kill_switch", Decimal(0)) != 0)
     return RiskLimits(**values), killed
+
+
+async def load_limits(
+    conn: psycopg.AsyncConnection[Any], account_id: str, user_id: str
+) -> tuple[RiskLimits, frozenset[str]]:
+    """The limits that apply to an order on ``account_id`` of ``user_id``, and the scopes switched off."""
+    cur = await conn.execute(_LOAD, (account_id, user_id))
+    rows: LimitRows = {}
+    for scope, limit_type, value in await cur.fetchall():
+        key = (str(scope), account_id if scope == "account" else user_id if scope == "user" else "")
+        rows.setdefault(key, {})[str(limit_type)] = Decimal(value)
+    return limits_for(rows, account_id, user_id)

@@ -138,3 +138,41 @@ async def test_fills_arrive_by_rest_polling_while_the_private_stream_is_down(pla
     await platform.wait_status(resting["order_id"], "accepted")
     platform.sim.engine.cancel_order(user.account_id, "BTCUSDT", None, resting["order_id"])  # cancelled on the venue
     await platform.wait_status(resting["order_id"], "canceled", timeout_s=20)
+
+
+async def test_limits_that_read_figures_deny_on_positions_open_orders_rate_and_exposure(platform: Platform) -> None:
+    user = platform.users[0]
+
+    async def limit(limit_type: str, value: str | None, scope: str = "account") -> None:
+        scope_id = {"account": user.account_id, "user": user.user_id, "fund": ""}[scope]
+        number = None if value is None else Decimal(value)
+        await platform.send(SetRiskLimit(scope=scope, scope_id=scope_id, limit_type=limit_type, value=number), user)
+
+    buy = await platform.place(user, quantity=Decimal("0.02"))
+    await platform.wait_status(buy["order_id"], "filled")
+    await platform.wait_for("SELECT quantity FROM positions WHERE account_id = %s", (user.account_id,), Decimal("0.02"))
+    await limit("max_position_per_symbol", "0.025")
+    denied = await platform.place(user, quantity=Decimal("0.01"))
+    assert "position in BTCUSDT would be 0.03, beyond the limit of 0.025" in denied["reason"], denied
+    await limit("max_position_per_symbol", None)
+
+    async with platform.kernel.pool.connection() as conn:  # the risk monitor's role: the mark of the position
+        await conn.execute(
+            "INSERT INTO mark_prices VALUES ('binance', 'BTCUSDT', %s, now())",
+            (platform.orders.feed.marks["BTCUSDT"],),
+        )
+    await limit("max_gross_exposure", "100", scope="fund")
+    denied = await platform.place(user, quantity=Decimal("0.001"))
+    assert denied["reason"].startswith("fund gross exposure would be"), denied
+    await limit("max_gross_exposure", None, scope="fund")
+
+    await limit("max_open_orders", "1")
+    first = await platform.place(user, order_type=OrderType.LIMIT, price=Decimal("1000.00"))
+    assert first["status"] == "submitted"
+    second = await platform.place(user, order_type=OrderType.LIMIT, price=Decimal("1000.00"))
+    assert "1 open orders already; the limit is 1" in second["reason"], second
+    await limit("max_open_orders", None)
+
+    await limit("max_orders_per_minute", "2")
+    third = await platform.place(user, quantity=Decimal("0.001"))
+    assert "orders in the last minute; the limit is 2 per minute" in third["reason"], third
