@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
@@ -168,7 +167,9 @@ def relay() -> None:
 
     settings = _settings("relay")
     endpoints = _endpoints(settings)
-    asyncio.run(run_relay(settings, endpoints.database_url, endpoints.redis_url))
+    from core.runtime.processes import run_service
+
+    run_service(run_relay(settings, endpoints.database_url, endpoints.redis_url))
 
 
 @app.command()
@@ -212,7 +213,7 @@ def _data_dir() -> Path:
 @app.command()
 def marketdata() -> None:
     """Run the market-data service: shared venue connections -> market streams and PostgreSQL."""
-    from core.runtime.processes import stop_on_signals, tune_gc
+    from core.runtime.processes import run_service, stop_on_signals, tune_gc
     from realtime.marketdata.service import run_market_data
 
     settings = _settings("marketdata")
@@ -223,13 +224,13 @@ def marketdata() -> None:
         tune_gc()
         await run_market_data(settings, endpoints.database_url, endpoints.redis_url, stop)
 
-    asyncio.run(main())
+    run_service(main())
 
 
 @app.command()
 def accounts() -> None:
     """Run the account data service: one private stream per active linked account -> account.events."""
-    from core.runtime.processes import stop_on_signals
+    from core.runtime.processes import run_service, stop_on_signals
     from realtime.accounts.service import run_account_streams
 
     settings = _settings("accounts")
@@ -239,14 +240,14 @@ def accounts() -> None:
     async def main() -> None:
         await run_account_streams(settings, endpoints.database_url, endpoints.redis_url, stop_on_signals())
 
-    asyncio.run(main())
+    run_service(main())
 
 
 def _run_service(name: str, runner_path: str) -> None:
     """Run one platform service in the foreground with its own settings, master key and servers."""
     import importlib
 
-    from core.runtime.processes import stop_on_signals, tune_gc
+    from core.runtime.processes import run_service, stop_on_signals, tune_gc
 
     settings = _settings(name)
     _check_master_key(settings)
@@ -259,7 +260,7 @@ def _run_service(name: str, runner_path: str) -> None:
         tune_gc()
         await runner(settings, endpoints.database_url, endpoints.redis_url, stop)
 
-    asyncio.run(main())
+    run_service(main())
 
 
 @app.command()

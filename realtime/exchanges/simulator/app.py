@@ -270,4 +270,6 @@ def run(config: SimulatorConfig) -> None:
         finally:
             await runner.cleanup()
 
-    asyncio.run(main())
+    from core.runtime.processes import run_service
+
+    run_service(main())
