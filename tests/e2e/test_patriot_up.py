@@ -66,10 +66,17 @@ def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 120
     raise AssertionError(f"{needle!r} not printed; output:\n{''.join(lines)}")
 
 
-def drain(proc: subprocess.Popen[str]) -> None:
+def drain(proc: subprocess.Popen[str], into: list[str] | None = None) -> None:
     """Keep reading the platform's output, as a terminal would, so its log writes never block."""
     assert proc.stdout is not None
-    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    stdout = proc.stdout
+
+    def read() -> None:
+        for line in stdout:
+            if into is not None:
+                into.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
 
 
 def start_up(env: dict[str, str]) -> subprocess.Popen[str]:
@@ -95,10 +102,14 @@ def test_up_from_nothing_then_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
     env = platform_env(data_dir)
     proc = start_up(env)
     try:
-        lines = wait_for_line(proc, "PATRIOT is up")
-        drain(proc)
+        lines = wait_for_line(proc, "stops everything")
+        later: list[str] = []
+        drain(proc, later)
         assert_schema_and_relay(env, lines)
+        assert all(f"  {name} " in "".join(lines) for name in ("orders", "lifecycle", "risk", "simulator"))
         assert len(processes_under(data_dir)) >= 2  # postgres and valkey at least
+        time.sleep(8)
+        assert not [line for line in later if "exited; restarting" in line], "".join(later)[-3000:]
         assert (data_dir / "secrets").exists()  # dev master key generated once
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
