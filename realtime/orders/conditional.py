@@ -11,7 +11,7 @@ Levels are floats in the index (the hot path) and Decimal everywhere else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from core.domain.orders import LockStep, Order, OrderSide, OrderType
@@ -22,8 +22,10 @@ _RATCHET = "#peak"
 _RUNG = "#rung"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ArmedOrder:
+    """One armed order as the book holds it; its level, best price and rung move in place as it ratchets."""
+
     order_id: str
     symbol: str
     side: OrderSide
@@ -149,10 +151,16 @@ class TriggerBook:
         self.index.disarm(order_id)
         return self._armed.pop(order_id, None) is not None
 
-    def on_price(self, symbol: str, price: Decimal) -> list[Action]:
-        """What ``price`` does: orders fired (disarmed here) and levels moved (re-armed here)."""
+    def on_price(self, symbol: str, price: Decimal | float) -> list[Action]:
+        """What ``price`` does: orders fired (disarmed here) and levels moved (re-armed here). A float price
+        (the market feed's own) becomes a Decimal only when something fires."""
+        as_float = price if isinstance(price, float) else float(price)
+        fired = self.index.on_price(symbol, as_float)
+        if not fired:
+            return []
+        if isinstance(price, float):
+            price = Decimal(repr(price))
         actions: list[Action] = []
-        fired = self.index.on_price(symbol, float(price))
         while fired:
             moved = False
             for key in fired:
@@ -166,34 +174,50 @@ class TriggerBook:
                     self.index.disarm(key + _RUNG)
                     actions.append(Fire(key, price))
             # a moved level can already be crossed by this same price (a ladder locking the whole gain)
-            fired = self.index.on_price(symbol, float(price)) if moved else []
+            fired = self.index.on_price(symbol, as_float) if moved else []
         return actions
 
     def _move(self, order_id: str, price: Decimal) -> Rearm | None:
+        """A ratchet or rung entry fired: move the best price / level, re-arm only the entries that changed."""
         armed = self._armed.get(order_id)
         if armed is None:
             return None
+        sell = armed.side is OrderSide.SELL
         trigger, peak, step = armed.trigger, armed.peak, armed.lock_step
-        better = (lambda a, b: a > b) if armed.side is OrderSide.SELL else (lambda a, b: a < b)
-        if armed.trailing and (peak is None or better(price, peak)):
+        if armed.trailing and (peak is None or (price > peak if sell else price < peak)):
             peak = price
             level = on_tick(
                 trailing_level(armed.side, peak, armed.trailing_offset, armed.trailing_offset_pct),
                 armed.tick,
                 armed.side,
             )
-            if better(level, trigger):
+            if level > trigger if sell else level < trigger:
                 trigger = level
-        while step < len(armed.lock_steps) and not better(self._rung_level(armed, step), price):
+        while step < len(armed.lock_steps):
+            rung = self._rung_level(armed, step)
+            if rung > price if sell else rung < price:
+                break
             lock = self._lock_level(armed, step)
-            if better(lock, trigger):
+            if lock > trigger if sell else lock < trigger:
                 trigger = lock
             step += 1
-        moved = replace(armed, trigger=trigger, peak=peak, lock_step=step)
-        self.arm(moved)
-        if (trigger, step) == (armed.trigger, armed.lock_step):
-            return None  # the best price moved less than a tick: nothing to record
-        return Rearm(order_id, trigger, peak, step)
+        changed = (trigger, step) != (armed.trigger, armed.lock_step)
+        old_trigger, old_step = armed.trigger, armed.lock_step
+        armed.trigger, armed.peak, armed.lock_step = trigger, peak, step
+        index, symbol = self.index, armed.symbol
+        favourable = Direction.RISES_TO if sell else Direction.FALLS_TO
+        if trigger != old_trigger:
+            index.arm(order_id, symbol, direction_for(armed.side.value, armed.kind), float(trigger))
+        if armed.trailing and peak is not None:
+            tick = armed.tick or peak * Decimal("1e-9")
+            index.arm(order_id + _RATCHET, symbol, favourable, float(peak + tick if sell else peak - tick))
+        if step != old_step:
+            rung_level = self._next_rung(armed)
+            if rung_level is None:
+                index.disarm(order_id + _RUNG)
+            else:
+                index.arm(order_id + _RUNG, symbol, favourable, float(rung_level))
+        return Rearm(order_id, trigger, peak, step) if changed else None
 
     @staticmethod
     def _rung_level(armed: ArmedOrder, step: int) -> Decimal:

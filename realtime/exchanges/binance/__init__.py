@@ -1,4 +1,4 @@
-"""Binance spot: capabilities data and the factory building its ccxt adapter from a linked account's keys."""
+"""Binance spot: capabilities data and the factories building its adapters (ccxt, native REST) for a linked account."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from core.security.account_secrets import ExchangeCredentials
 from realtime.exchanges.base import RateLimiter
 from realtime.exchanges.binance.capabilities import BINANCE_SPOT
+from realtime.exchanges.binance.rest import BinanceRestAdapter, build_binance_rest_adapter
 from realtime.exchanges.ccxt_adapter import CcxtAdapter
 
 # Spot only: the simulator and our accounts have no margin/futures endpoints, nor the SAPI currency list.
@@ -41,4 +42,11 @@ def build_binance_adapter(
     )
 
 
-__all__ = ["BINANCE_SPOT", "SPOT_OPTIONS", "build_binance_adapter", "simulator_urls"]
+__all__ = [
+    "BINANCE_SPOT",
+    "SPOT_OPTIONS",
+    "BinanceRestAdapter",
+    "build_binance_adapter",
+    "build_binance_rest_adapter",
+    "simulator_urls",
+]

@@ -1,10 +1,11 @@
-"""The ccxt Binance adapter against the local simulator: Decimal values, domain errors, retries and weights."""
+"""Both Binance adapters (ccxt's and the native REST one) against the local simulator over real HTTP: Decimal
+values, domain errors, retries and weights. Every case runs once per implementation through the ``adapter`` fixture."""
 
 from __future__ import annotations
 
 import gzip
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -26,8 +27,12 @@ from realtime.exchanges.base import (
     OrderRequest,
     RateLimited,
 )
-from realtime.exchanges.binance import build_binance_adapter, simulator_urls
-from realtime.exchanges.ccxt_adapter import CcxtAdapter
+from realtime.exchanges.binance import (
+    BinanceRestAdapter,
+    build_binance_adapter,
+    build_binance_rest_adapter,
+    simulator_urls,
+)
 from realtime.exchanges.simulator.app import SimAccount, SimulatorConfig, bound_port, serve
 from realtime.exchanges.simulator.candles import SimTrade
 from realtime.exchanges.simulator.state import STATE_KEY, SimulatorState
@@ -76,14 +81,33 @@ async def sim(tmp_path: Path) -> AsyncIterator[Sim]:
         await runner.cleanup()
 
 
-@asynccontextmanager
-async def adapter(sim: Sim, account: SimAccount = ALICE, **kwargs: Any) -> AsyncIterator[CcxtAdapter]:
-    credentials = ExchangeCredentials(account.api_key, kwargs.pop("secret", account.secret))
-    built = build_binance_adapter(credentials, simulator_urls(sim.base), **kwargs)
-    try:
-        yield built
-    finally:
-        await built.close()
+AdapterFactory = Callable[..., AbstractAsyncContextManager[ExchangeAdapter]]
+
+
+@pytest.fixture(params=["ccxt", "native"])
+def adapter(request: pytest.FixtureRequest) -> AdapterFactory:
+    """``adapter(sim, account=ALICE, secret=..., clock_behind_ms=..., **adapter_kwargs)``: one implementation's
+    adapter on ``sim``, closed on exit; ``clock_behind_ms`` signs with a clock that far behind the venue's."""
+    implementation: str = request.param
+
+    @asynccontextmanager
+    async def build(
+        sim: Sim, account: SimAccount = ALICE, clock_behind_ms: int = 0, **kwargs: Any
+    ) -> AsyncIterator[ExchangeAdapter]:
+        credentials = ExchangeCredentials(account.api_key, kwargs.pop("secret", account.secret))
+        built: ExchangeAdapter
+        if implementation == "ccxt":
+            if clock_behind_ms:
+                kwargs["options"] = {"timeDifference": clock_behind_ms}
+            built = build_binance_adapter(credentials, simulator_urls(sim.base), **kwargs)
+        else:
+            built = build_binance_rest_adapter(credentials, sim.base, time_offset_ms=-clock_behind_ms, **kwargs)
+        try:
+            yield built
+        finally:
+            await built.close()
+
+    return build
 
 
 async def inject_fault(sim: Sim, **fault: Any) -> None:
@@ -95,13 +119,13 @@ def limit_buy(client_id: str, qty: str, price: str) -> OrderRequest:
     return OrderRequest(client_id, "BTCUSDT", OrderSide.BUY, OrderType.LIMIT, D(qty), D(price))
 
 
-async def test_adapter_satisfies_the_protocol_and_masks_its_key(sim: Sim) -> None:
+async def test_adapter_satisfies_the_protocol_and_masks_its_key(sim: Sim, adapter: AdapterFactory) -> None:
     async with adapter(sim) as binance:
         assert isinstance(binance, ExchangeAdapter)
         assert ALICE.api_key not in repr(binance) and ALICE.secret not in repr(binance)
 
 
-async def test_markets_and_balances_come_back_as_decimal_filters(sim: Sim) -> None:
+async def test_markets_and_balances_come_back_as_decimal_filters(sim: Sim, adapter: AdapterFactory) -> None:
     async with adapter(sim) as binance:
         markets = await binance.load_markets()
         balances = await binance.fetch_balances()
@@ -112,7 +136,7 @@ async def test_markets_and_balances_come_back_as_decimal_filters(sim: Sim) -> No
     assert (balances["USDT"].free, balances["BTC"].total, balances["BTC"].locked) == (D(10_000), D("0.5"), D(0))
 
 
-async def test_limit_order_lifecycle_place_fetch_list_fill_and_trades(sim: Sim) -> None:
+async def test_limit_order_lifecycle_place_fetch_list_fill_and_trades(sim: Sim, adapter: AdapterFactory) -> None:
     async with adapter(sim) as binance:
         ack = await binance.place_order(limit_buy("cid-limit-1", "0.02", "50000"))
         assert (ack.status, ack.client_order_id, ack.price, ack.filled_qty) == (
@@ -137,7 +161,7 @@ async def test_limit_order_lifecycle_place_fetch_list_fill_and_trades(sim: Sim) 
     ]
 
 
-async def test_market_order_fills_with_fee_and_cancel_releases_the_lock(sim: Sim) -> None:
+async def test_market_order_fills_with_fee_and_cancel_releases_the_lock(sim: Sim, adapter: AdapterFactory) -> None:
     async with adapter(sim) as binance:
         market = OrderRequest("cid-mkt-1", "BTCUSDT", OrderSide.BUY, OrderType.MARKET, D("0.01"))
         filled = await binance.place_order(market)
@@ -157,7 +181,7 @@ async def test_market_order_fills_with_fee_and_cancel_releases_the_lock(sim: Sim
         assert await binance.fetch_open_orders("BTCUSDT") == []
 
 
-async def test_venue_refusals_raise_domain_errors(sim: Sim) -> None:
+async def test_venue_refusals_raise_domain_errors(sim: Sim, adapter: AdapterFactory) -> None:
     async with adapter(sim) as binance, adapter(sim, BOB) as poor:
         with pytest.raises(InsufficientFunds):
             await poor.place_order(limit_buy("cid-poor", "0.001", "50000"))
@@ -174,12 +198,12 @@ async def test_venue_refusals_raise_domain_errors(sim: Sim) -> None:
     async with adapter(sim, secret="wrong-secret") as forger:
         with pytest.raises(AuthenticationFailed):
             await forger.fetch_balances()
-    async with adapter(sim, options={"timeDifference": 15_000}) as late:
+    async with adapter(sim, clock_behind_ms=15_000) as late:
         with pytest.raises(ClockSkew):
             await late.fetch_balances()
 
 
-async def test_duplicate_client_order_id_returns_the_existing_order(sim: Sim) -> None:
+async def test_duplicate_client_order_id_returns_the_existing_order(sim: Sim, adapter: AdapterFactory) -> None:
     async with adapter(sim) as binance:
         first = await binance.place_order(limit_buy("cid-dup", "0.001", "50000"))
         again = await binance.place_order(limit_buy("cid-dup", "0.001", "50000"))
@@ -187,7 +211,7 @@ async def test_duplicate_client_order_id_returns_the_existing_order(sim: Sim) ->
         assert len(await binance.fetch_open_orders("BTCUSDT")) == 1
 
 
-async def test_transient_failures_are_retried_with_backoff_then_succeed(sim: Sim) -> None:
+async def test_transient_failures_are_retried_with_backoff_then_succeed(sim: Sim, adapter: AdapterFactory) -> None:
     sleeps: list[float] = []
 
     async def record(seconds: float) -> None:
@@ -207,7 +231,7 @@ async def test_transient_failures_are_retried_with_backoff_then_succeed(sim: Sim
     assert budget.taken == [20, 1, 1, 1, 4, 4]  # exchangeInfo, three order attempts, two order queries
 
 
-async def test_persistent_failures_give_up_after_max_retries(sim: Sim) -> None:
+async def test_persistent_failures_give_up_after_max_retries(sim: Sim, adapter: AdapterFactory) -> None:
     sleeps: list[float] = []
 
     async def record(seconds: float) -> None:
@@ -225,3 +249,46 @@ async def test_persistent_failures_give_up_after_max_retries(sim: Sim) -> None:
         assert limited.value.retry_after == 60.0 and len(sleeps) == 4
         await inject_fault(sim, reset=True)
         assert (await binance.fetch_balances())["USDT"].free == D(10_000)
+
+
+async def test_timeouts_are_retried_then_raise_unavailable(sim: Sim, adapter: AdapterFactory) -> None:
+    sleeps: list[float] = []
+
+    async def record(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    async with adapter(sim, max_retries=1, sleep=record, timeout_ms=200) as binance:
+        await inject_fault(sim, delay_ms=1_000, path_prefix="/api/v3/account")
+        try:
+            with pytest.raises(ExchangeUnavailable):
+                await binance.fetch_balances()
+        finally:
+            await inject_fault(sim, reset=True)
+        assert len(sleeps) == 1
+        assert (await binance.fetch_balances())["BTC"].free == D("0.5")
+
+
+async def test_weights_follow_the_endpoint_and_markets_load_once(sim: Sim, adapter: AdapterFactory) -> None:
+    budget = RecordingBudget()
+    async with adapter(sim, rate_limiter=budget) as binance:
+        await binance.place_order(limit_buy("cid-w-1", "0.001", "50000"))
+        await binance.place_order(limit_buy("cid-w-2", "0.001", "50000"))
+        await binance.fetch_open_orders()
+        await binance.fetch_open_orders("BTCUSDT")
+        assert await binance.fetch_my_trades("BTCUSDT", since_ms=4_102_444_800_000) == []  # since 2100: none yet
+    assert budget.taken == [20, 1, 1, 80, 6, 20]  # exchangeInfo on first use only
+
+
+async def test_native_cancel_answer_names_the_order_by_its_own_client_id(sim: Sim) -> None:
+    # Native only: ccxt reads the cancel answer's ``clientOrderId``, which Binance fills with the cancel request's own
+    # id (``origClientOrderId`` is the order's), so CcxtAdapter.cancel_order reports the cancel's id instead.
+    binance = build_binance_rest_adapter(ExchangeCredentials(ALICE.api_key, ALICE.secret), sim.base)
+    try:
+        assert isinstance(binance, BinanceRestAdapter)
+        resting = await binance.place_order(limit_buy("grid:7/a.b_c-d", "0.001", "50000"))  # needs percent-encoding
+        cancelled = await binance.cancel_order("BTCUSDT", client_order_id="grid:7/a.b_c-d")
+        fetched = await binance.fetch_order("BTCUSDT", resting.exchange_order_id)
+    finally:
+        await binance.close()
+    assert (cancelled.status, cancelled.client_order_id) == (OrderStatus.CANCELED, "grid:7/a.b_c-d")
+    assert (fetched.status, fetched.client_order_id) == (OrderStatus.CANCELED, "grid:7/a.b_c-d")
