@@ -156,6 +156,14 @@ class ExchangeAdapter(Protocol):
     async def close(self) -> None: ...
 
 
+def check_grid(market: Market, request: OrderRequest) -> None:
+    """Refuse a price or quantity off the venue's grid: ccxt would silently round it to another order."""
+    if market.tick_size > 0 and request.price is not None and request.price % market.tick_size != 0:
+        raise OrderRejected(f"Filter failure: PRICE_FILTER ({request.price} is not a multiple of {market.tick_size})")
+    if market.step_size > 0 and request.quantity % market.step_size != 0:
+        raise OrderRejected(f"Filter failure: LOT_SIZE ({request.quantity} is not a multiple of {market.step_size})")
+
+
 # --- domain errors ----------------------------------------------------------------------------------------
 
 

@@ -39,6 +39,7 @@ from realtime.exchanges.base import (
     OrderState,
     RateLimited,
     RateLimiter,
+    check_grid,
 )
 from realtime.exchanges.ratelimit import UnlimitedBudget
 
@@ -327,14 +328,6 @@ class CcxtAdapter:
             is_maker=raw.get("takerOrMaker") == "maker",
             ts_ms=int(raw.get("timestamp") or 0),
         )
-
-
-def check_grid(market: Market, request: OrderRequest) -> None:
-    """Refuse a price or quantity off the venue's grid: ccxt would silently round it to another order."""
-    if market.tick_size > 0 and request.price is not None and request.price % market.tick_size != 0:
-        raise OrderRejected(f"Filter failure: PRICE_FILTER ({request.price} is not a multiple of {market.tick_size})")
-    if market.step_size > 0 and request.quantity % market.step_size != 0:
-        raise OrderRejected(f"Filter failure: LOT_SIZE ({request.quantity} is not a multiple of {market.step_size})")
 
 
 def _fee(raw: Mapping[str, Any]) -> tuple[Decimal | None, str | None]:

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from core.security.account_secrets import ExchangeCredentials, open_credentials
 from core.security.crypto import KeyRing
 from realtime.exchanges.base import ExchangeAdapter, Market
-from realtime.exchanges.binance import BINANCE_SPOT, build_binance_adapter, simulator_urls
+from realtime.exchanges.binance import BINANCE_SPOT, build_binance_rest_adapter
 from realtime.exchanges.bybit import BYBIT_SPOT, build_bybit_adapter
 from realtime.exchanges.ratelimit import RedisTokenBucket
 
@@ -32,6 +32,8 @@ class AccountRef:
     exchange: str
     active: bool = True
 
+
+BINANCE_API = "https://api.binance.com"
 
 AdapterFactory = Callable[[AccountRef, ExchangeCredentials], ExchangeAdapter]
 
@@ -65,9 +67,10 @@ def ccxt_factory(endpoints: VenueEndpoints, redis: Redis | None = None, prefix: 
         if account.exchange == "bybit":
             urls = {"spot": endpoints.bybit_rest_url} if endpoints.bybit_rest_url else None
             return build_bybit_adapter(credentials, urls, limiter, max_retries=2)
-        base = endpoints.binance_rest_url
-        urls = simulator_urls(base) if base and (endpoints.simulator or account.exchange == "simulator") else None
-        return build_binance_adapter(credentials, urls, limiter, max_retries=2)
+        # Binance (and the simulator, which speaks Binance): the native REST adapter, ~2.5x less CPU an order
+        # than ccxt on the order path (docs/benchmarks.md)
+        base = endpoints.binance_rest_url or BINANCE_API
+        return build_binance_rest_adapter(credentials, base, limiter, max_retries=2)
 
     return build
 

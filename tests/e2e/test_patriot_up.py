@@ -43,7 +43,8 @@ def processes_under(data_dir: Path) -> list[psutil.Process]:
     for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
         try:
             text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            text += " " + proc.environ().get("PATRIOT_DATA_DIR", "")  # platform services started by `up`
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
         if str(data_dir) in text:
             found.append(proc)

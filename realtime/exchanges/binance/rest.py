@@ -41,9 +41,9 @@ from realtime.exchanges.base import (
     OrderState,
     RateLimited,
     RateLimiter,
+    check_grid,
 )
 from realtime.exchanges.binance.capabilities import BINANCE_SPOT
-from realtime.exchanges.ccxt_adapter import check_grid
 from realtime.exchanges.ratelimit import UnlimitedBudget
 
 log = structlog.get_logger(__name__)
