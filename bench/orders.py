@@ -39,7 +39,7 @@ from core.security.master_key import load_keyring
 from core.settings import RuntimeSettings, SecuritySettings, load_settings
 from realtime.exchanges.base import OrderAck
 from realtime.orders.service import OrderService, warm_markets
-from realtime.orders.venues import VenueEndpoints, VenueRegistry, ccxt_factory
+from realtime.orders.venues import VenueEndpoints, VenueRegistry, adapter_factory
 
 QTY = Decimal("0.0002")
 
@@ -145,7 +145,7 @@ async def run(users_n: int, rate: float, seconds: float) -> dict[str, object]:
             venues = VenueRegistry(
                 kernel.pool,
                 keyring,
-                ccxt_factory(VenueEndpoints(binance_rest_url=base), kernel.redis, settings.redis.key_prefix),
+                adapter_factory(VenueEndpoints(binance_rest_url=base), kernel.redis, settings.redis.key_prefix),
             )
             service = OrderService(kernel, venues)
             service.feed.marks["BTCUSDT"] = price

@@ -35,7 +35,7 @@ from realtime.marketdata.models import Trade
 from realtime.orders.commands import CommandClient
 from realtime.orders.lifecycle_service import LifecycleConfig, LifecycleService
 from realtime.orders.service import OrderService, OrderServiceConfig, warm_markets
-from realtime.orders.venues import VenueEndpoints, VenueRegistry, ccxt_factory
+from realtime.orders.venues import VenueEndpoints, VenueRegistry, adapter_factory
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "binance-spot-1m" / "2025"
 
@@ -192,7 +192,7 @@ async def running_platform(
     base = f"http://127.0.0.1:{bound_port(runner)}"
     kernel = await bootstrap(settings, database_url, redis_url, service="test")
     keyring = load_keyring(settings.security, settings.runtime)
-    factory = ccxt_factory(VenueEndpoints(binance_rest_url=base, simulator=True), None)
+    factory = adapter_factory(VenueEndpoints(binance_rest_url=base, simulator=True), None)
     venues_orders = VenueRegistry(kernel.pool, keyring, factory)
     venues_lifecycle = VenueRegistry(kernel.pool, keyring, factory)
     streams = AccountStreams(

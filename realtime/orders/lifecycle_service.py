@@ -13,19 +13,17 @@ from dataclasses import dataclass
 
 import structlog
 
-from core.bootstrap import Kernel, bootstrap
+from core.bootstrap import Kernel
 from core.domain.accounts import AccountEvent
 from core.messaging.consumer import ConsumerConfig, StreamConsumer
 from core.messaging.publisher import publish_events
 from core.messaging.streams import Stream
-from core.observability.metrics import serve_metrics
 from core.runtime.faults import FaultPlan
-from core.security.master_key import load_keyring
 from core.settings import Settings
 from realtime.accounts.service import stream_heartbeat_key
 from realtime.orders.lifecycle import Lifecycle
 from realtime.orders.reconcile import OurOrder, Reconciler, gather_limited
-from realtime.orders.venues import AccountRef, VenueRegistry, ccxt_factory
+from realtime.orders.venues import AccountRef, VenueRegistry, trading_process
 from realtime.portfolio.readmodels import PortfolioReadModels
 
 log = structlog.get_logger(__name__)
@@ -133,19 +131,5 @@ class LifecycleService:
 
 async def run_lifecycle(settings: Settings, database_url: str, redis_url: str, stop: asyncio.Event) -> None:
     """The ``patriot lifecycle`` process."""
-    from realtime.orders.service import venue_endpoints
-
-    keyring = load_keyring(settings.security, settings.runtime)
-    kernel = await bootstrap(settings, database_url, redis_url, service="lifecycle")
-    if settings.observability.metrics_port:
-        serve_metrics(kernel.metrics, settings.observability.metrics_port)
-    venues = VenueRegistry(
-        kernel.pool,
-        keyring,
-        ccxt_factory(venue_endpoints(settings), kernel.redis, settings.redis.key_prefix),
-    )
-    try:
+    async with trading_process(settings, database_url, redis_url, "lifecycle") as (kernel, venues):
         await LifecycleService(kernel, venues).run(stop)
-    finally:
-        await venues.close()
-        await kernel.close()

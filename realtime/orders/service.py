@@ -17,22 +17,19 @@ from typing import Any
 import orjson
 import structlog
 
-from core.bootstrap import Kernel, bootstrap
+from core.bootstrap import Kernel
 from core.domain.messages import Command
 from core.domain.orders import OrderSide, OrderType, RearmOrder, TriggerOrder
 from core.messaging.bus import MessageBus
-from core.observability.metrics import serve_metrics
 from core.runtime.faults import FaultPlan
-from core.security.master_key import load_keyring
 from core.settings import Settings
-from realtime.marketdata.service import venue_urls
 from realtime.orders.commands import CommandServer
 from realtime.orders.conditional import ArmedOrder, Fire, Rearm, TriggerBook
 from realtime.orders.execution import Execution
 from realtime.orders.handlers import OrderDeps, order_handlers
 from realtime.orders.price_feed import PriceFeed
 from realtime.orders.risk_gate import RiskGate
-from realtime.orders.venues import VenueEndpoints, VenueRegistry, ccxt_factory
+from realtime.orders.venues import VenueRegistry, trading_process
 
 log = structlog.get_logger(__name__)
 
@@ -215,27 +212,8 @@ async def warm_markets(kernel: Kernel, venues: VenueRegistry) -> None:
             log.warning("could not load markets", exchange=exchange, error=repr(exc))
 
 
-def venue_endpoints(settings: Settings) -> VenueEndpoints:
-    md = settings.market_data
-    _, rest = venue_urls(settings)
-    return VenueEndpoints(binance_rest_url=rest, simulator=md.uses_simulator)
-
-
 async def run_order_service(settings: Settings, database_url: str, redis_url: str, stop: asyncio.Event) -> None:
     """The ``patriot orders`` process."""
-    keyring = load_keyring(settings.security, settings.runtime)
-    kernel = await bootstrap(settings, database_url, redis_url, service="orders")
-    if settings.observability.metrics_port:
-        serve_metrics(kernel.metrics, settings.observability.metrics_port)
-    venues = VenueRegistry(
-        kernel.pool,
-        keyring,
-        ccxt_factory(venue_endpoints(settings), kernel.redis, settings.redis.key_prefix),
-    )
-    service = OrderService(kernel, venues)
-    try:
+    async with trading_process(settings, database_url, redis_url, "orders") as (kernel, venues):
         await warm_markets(kernel, venues)
-        await service.run(stop)
-    finally:
-        await venues.close()
-        await kernel.close()
+        await OrderService(kernel, venues).run(stop)

@@ -7,7 +7,8 @@ key; reference data (tick, lot, min notional) per exchange, loaded once and refr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,12 +16,17 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from core.bootstrap import Kernel, bootstrap
+from core.observability.metrics import serve_metrics
 from core.security.account_secrets import ExchangeCredentials, open_credentials
 from core.security.crypto import KeyRing
+from core.security.master_key import load_keyring
+from core.settings import Settings
 from realtime.exchanges.base import ExchangeAdapter, Market
 from realtime.exchanges.binance import BINANCE_SPOT, build_binance_rest_adapter
 from realtime.exchanges.bybit import BYBIT_SPOT, build_bybit_adapter
 from realtime.exchanges.ratelimit import RedisTokenBucket
+from realtime.marketdata.service import venue_urls
 
 log = structlog.get_logger(__name__)
 
@@ -47,8 +53,9 @@ class VenueEndpoints:
     simulator: bool = True
 
 
-def ccxt_factory(endpoints: VenueEndpoints, redis: Redis | None = None, prefix: str = "patriot:") -> AdapterFactory:
-    """Adapters over ccxt; accounts on ``simulator`` (and Binance in development) talk to the local simulator."""
+def adapter_factory(endpoints: VenueEndpoints, redis: Redis | None = None, prefix: str = "patriot:") -> AdapterFactory:
+    """Binance (and the simulator, which speaks Binance) through the native REST adapter, Bybit through ccxt;
+    each adapter takes its request weight from the venue's shared Redis bucket for its key."""
 
     def build(account: AccountRef, credentials: ExchangeCredentials) -> ExchangeAdapter:
         caps = BYBIT_SPOT if account.exchange == "bybit" else BINANCE_SPOT
@@ -73,6 +80,31 @@ def ccxt_factory(endpoints: VenueEndpoints, redis: Redis | None = None, prefix: 
         return build_binance_rest_adapter(credentials, base, limiter, max_retries=2)
 
     return build
+
+
+def venue_endpoints(settings: Settings) -> VenueEndpoints:
+    """The configured venues' REST endpoints, or the local simulator's."""
+    _, rest = venue_urls(settings)
+    return VenueEndpoints(binance_rest_url=rest, simulator=settings.market_data.uses_simulator)
+
+
+@asynccontextmanager
+async def trading_process(
+    settings: Settings, database_url: str, redis_url: str, service: str
+) -> AsyncIterator[tuple[Kernel, VenueRegistry]]:
+    """The kernel and venue adapters of a process that trades (orders, lifecycle), closed on the way out."""
+    keyring = load_keyring(settings.security, settings.runtime)
+    kernel = await bootstrap(settings, database_url, redis_url, service=service)
+    if settings.observability.metrics_port:
+        serve_metrics(kernel.metrics, settings.observability.metrics_port)
+    venues = VenueRegistry(
+        kernel.pool, keyring, adapter_factory(venue_endpoints(settings), kernel.redis, settings.redis.key_prefix)
+    )
+    try:
+        yield kernel, venues
+    finally:
+        await venues.close()
+        await kernel.close()
 
 
 @dataclass

@@ -3,25 +3,15 @@ ladders, and their exact resumption after the order service restarts."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from core.domain.orders import CancelOrder, ModifyOrder, OrderSide, OrderType, PlaceBracketOrder
-from core.settings import Settings
-from tests.platform_harness import Platform, running_platform
+from tests.platform_harness import Platform
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def platform(
-    settings: Settings, migrated_database_url: str, redis_url: str, tmp_path: Path
-) -> AsyncIterator[Platform]:
-    async with running_platform(settings, migrated_database_url, redis_url, tmp_path, users=1) as p:
-        yield p
 
 
 def last_price(platform: Platform) -> Decimal:
@@ -78,7 +68,7 @@ async def test_bracket_legs_arm_on_entry_fill_and_take_profit_cancels_stop_loss(
         if take_profit in platform.orders.triggers:
             break
         await platform.push_price("BTCUSDT", str(price))
-        await __import__("asyncio").sleep(0.1)
+        await asyncio.sleep(0.1)
     await platform.push_price("BTCUSDT", str(price + 501))
     await platform.wait_status(take_profit, "filled")
     row = await platform.wait_status(stop_loss, "canceled")
@@ -108,14 +98,14 @@ async def test_trailing_stop_ratchets_up_only_and_resumes_exactly_after_restart(
     await platform.wait_for("SELECT trigger_price FROM orders WHERE id = %s", (order_id,), expected)
     await platform.push_price("BTCUSDT", str(price + 500))  # a fall above the stop: the level stays
     await platform.push_price("BTCUSDT", str(price + 900))
-    await __import__("asyncio").sleep(0.3)
+    await asyncio.sleep(0.3)
     assert (await platform.order_row(order_id))["trigger_price"] == expected  # type: ignore[index]
 
     service = await platform.restart_orders()
     armed = service.triggers.get(order_id)
     assert armed is not None and armed.trigger == expected and armed.peak == price + 1000
     await platform.push_price("BTCUSDT", str(expected + 1))
-    await __import__("asyncio").sleep(0.2)
+    await asyncio.sleep(0.2)
     assert (await platform.order_row(order_id))["status"] == "armed"  # type: ignore[index]
     await platform.push_price("BTCUSDT", str(expected - 1))
     await platform.wait_status(order_id, "filled")
@@ -164,7 +154,7 @@ async def test_armed_order_cancel_and_modify_are_held_by_the_platform(platform: 
     cancelled = await platform.send(CancelOrder(order_id=modified["order_id"], user_id=user.user_id), user)
     assert cancelled["status"] == "canceled"
     await platform.push_price("BTCUSDT", str(price + 3000))
-    await __import__("asyncio").sleep(0.3)
+    await asyncio.sleep(0.3)
     assert (await platform.order_row(modified["order_id"]))["status"] == "canceled"  # type: ignore[index]
 
 

@@ -3,25 +3,14 @@ stream (real WebSocket) -> lifecycle -> orders, fills, positions, balances in Po
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from core.domain.orders import CancelOrder, OrderSide, OrderType
-from core.settings import Settings
-from tests.platform_harness import Platform, running_platform
+from tests.platform_harness import Platform
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def platform(
-    settings: Settings, migrated_database_url: str, redis_url: str, tmp_path: Path
-) -> AsyncIterator[Platform]:
-    async with running_platform(settings, migrated_database_url, redis_url, tmp_path, users=2) as p:
-        yield p
 
 
 async def test_market_order_fills_and_moves_position_and_balances(platform: Platform) -> None:

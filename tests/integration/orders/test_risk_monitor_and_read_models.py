@@ -5,9 +5,7 @@ cached portfolio is invalidated by the user's own fill."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -16,21 +14,12 @@ from core.domain.orders import OrderType
 from core.domain.risk import RiskLimitBreached, SetRiskLimit
 from core.messaging.relay import OutboxRelay
 from core.messaging.streams import Stream
-from core.settings import Settings
 from realtime.orders.price_feed import PriceFeed
 from realtime.portfolio.readmodels import PortfolioReadModels
 from realtime.risk.monitor import RiskMonitor
-from tests.platform_harness import Platform, running_platform
+from tests.platform_harness import Platform
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def platform(
-    settings: Settings, migrated_database_url: str, redis_url: str, tmp_path: Path
-) -> AsyncIterator[Platform]:
-    async with running_platform(settings, migrated_database_url, redis_url, tmp_path, users=2) as p:
-        yield p
 
 
 async def alerts(platform: Platform, user_id: str) -> list[RiskLimitBreached]:
