@@ -268,6 +268,25 @@ outbox = Table(
     PrimaryKeyConstraint("txid", "id", name="pk_outbox"),
 )
 
+capital_flows = Table(
+    "capital_flows",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("account_id", UUID(as_uuid=True), nullable=False),
+    Column("user_id", UUID(as_uuid=True), nullable=False),
+    Column("asset", Text, nullable=False),
+    Column("amount", MONEY, nullable=False),
+    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("note", Text, nullable=True),
+    _created(),
+    ForeignKeyConstraint(
+        ["account_id", "user_id"], ["user_accounts.id", "user_accounts.user_id"], name="fk_capital_flows_account_owner"
+    ),
+    CheckConstraint("amount <> 0", name="amount_non_zero"),
+    Index("ix_capital_flows_account_ts", "account_id", "ts"),
+)
+"""Deposits (+) and withdrawals (-) of an account: NAV counts them as capital, returns leave them out."""
+
 mark_prices = Table(
     "mark_prices",
     metadata,
