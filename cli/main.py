@@ -111,6 +111,8 @@ def _platform_services(settings: Settings) -> list[ServiceSpec]:
     services.append(ServiceSpec("orders", ["orders"], "order commands -> risk -> venue; platform-held triggers"))
     services.append(ServiceSpec("lifecycle", ["lifecycle"], "fills, positions, balances; reconciliation"))
     services.append(ServiceSpec("risk", ["risk"], "real-time risk monitor -> risk.alerts; marks, snapshots"))
+    port = os.environ.get("PATRIOT_DAGSTER_PORT", "3000")
+    services.append(ServiceSpec("dagster", ["analytics"], f"http://127.0.0.1:{port} (Dagster UI, schedules, sensors)"))
     return services
 
 
@@ -279,6 +281,40 @@ def lifecycle() -> None:
 def risk() -> None:
     """Run the real-time risk monitor: exposure, leverage, drawdown, limit usage -> risk.alerts."""
     _run_service("risk", "realtime.risk.monitor.run_risk_monitor")
+
+
+@app.command()
+def analytics(
+    port: int = typer.Option(None, help="Dagster UI port (default PATRIOT_DAGSTER_PORT or 3000)"),
+) -> None:
+    """Serve the Dagster UI with the analytics pipeline's schedules and sensors running (``dagster dev``)."""
+    import shutil
+
+    settings = _settings("analytics")
+    endpoints = _endpoints(settings)
+    home = settings.runtime.data_dir.resolve() / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    # one run at a time: the DuckDB warehouse has a single writing process
+    (home / "dagster.yaml").write_text(
+        "concurrency:\n  runs:\n    max_concurrent_runs: 1\ntelemetry:\n  enabled: false\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DATABASE_URL": endpoints.database_url,
+        "PATRIOT_DATA_DIR": str(settings.runtime.data_dir.resolve()),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+        "DO_NOT_TRACK": "1",
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+        "GX_ANALYTICS_ENABLED": "False",
+    }
+    chosen = str(port or os.environ.get("PATRIOT_DAGSTER_PORT", "3000"))
+    typer.echo(f"Dagster UI on http://127.0.0.1:{chosen}")
+    os.chdir(root)
+    # exec: the supervisor's SIGTERM reaches dagster itself, which stops its webserver and daemon
+    os.execvpe(dagster, [dagster, "dev", "-h", "127.0.0.1", "-p", chosen, "-w", str(root / "workspace.yaml")], env)
 
 
 @db_app.command("migrate")

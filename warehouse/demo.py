@@ -111,9 +111,12 @@ def generate_fund(database_url: str, spec: FundSpec = FundSpec(), progress: bool
             with cur.copy("COPY strategy_assignments (id, strategy_id, account_id, allocation) FROM STDIN") as copy:
                 for n, a in enumerate(accounts):
                     copy.write_row((uuid.uuid4(), strategies[n % len(strategies)], a, Decimal(1)))
-            with cur.copy("COPY capital_flows (id, account_id, user_id, asset, amount, ts, note) FROM STDIN") as copy:
+            with cur.copy(
+                "COPY capital_flows (id, account_id, user_id, asset, amount, ts, note, created_at) FROM STDIN"
+            ) as copy:
+                deposited = start - timedelta(minutes=1)  # recorded when it happened, as a live deposit would be
                 for u, a in zip(users, accounts, strict=True):
-                    copy.write_row((uuid.uuid4(), a, u, "USDT", spec.deposit, start - timedelta(minutes=1), "initial"))
+                    copy.write_row((uuid.uuid4(), a, u, "USDT", spec.deposit, deposited, "initial", deposited))
             _candles(cur, prices)
             fills = _trades(cur, rng, spec, users, accounts, strategies, prices, progress)
         conn.commit()

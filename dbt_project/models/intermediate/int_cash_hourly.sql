@@ -1,0 +1,36 @@
+-- Quote cash of each account at the end of each hour: cumulative capital flows plus cumulative fill cash
+-- flows (- buy cost, + sell proceeds, - fees). `net_flows` are the capital flows within the hour.
+with flows_by_hour as (
+    select account_id, {{ date_trunc_hour('flow_at') }} as hour, sum(amount) as net_flows
+    from {{ ref('stg_capital_flows') }}
+    group by account_id, {{ date_trunc_hour('flow_at') }}
+),
+
+fill_cash_by_hour as (
+    select account_id, {{ date_trunc_hour('filled_at') }} as hour, sum(cash_flow) as fill_cash_flow
+    from {{ ref('int_fills_quote_fee') }}
+    group by account_id, {{ date_trunc_hour('filled_at') }}
+),
+
+hourly as (
+    select
+        c.hour,
+        c.account_id,
+        c.user_id,
+        coalesce(fl.net_flows, 0) as net_flows,
+        coalesce(fc.fill_cash_flow, 0) as fill_cash_flow
+    from {{ ref('int_account_calendar') }} as c
+    left join flows_by_hour as fl on fl.account_id = c.account_id and fl.hour = c.hour
+    left join fill_cash_by_hour as fc on fc.account_id = c.account_id and fc.hour = c.hour
+)
+
+select
+    hour,
+    account_id,
+    user_id,
+    net_flows,
+    fill_cash_flow,
+    sum(net_flows + fill_cash_flow) over (
+        partition by account_id order by hour rows between unbounded preceding and current row
+    ) as cash
+from hourly

@@ -1,0 +1,37 @@
+-- Cumulative signed quantity of each account and symbol at the end of each hour of the account calendar,
+-- from the hour of the account's first fill in that symbol (a closed position stays, at quantity 0).
+with fills_by_hour as (
+    select
+        account_id,
+        symbol,
+        {{ date_trunc_hour('filled_at') }} as hour,
+        sum(signed_quantity) as quantity_change
+    from {{ ref('int_fills_quote_fee') }}
+    group by account_id, symbol, {{ date_trunc_hour('filled_at') }}
+),
+
+traded_symbols as (
+    select account_id, symbol, min(hour) as first_hour
+    from fills_by_hour
+    group by account_id, symbol
+),
+
+grid as (
+    select c.hour, c.account_id, c.user_id, c.exchange, s.symbol
+    from {{ ref('int_account_calendar') }} as c
+    inner join traded_symbols as s
+        on s.account_id = c.account_id and c.hour >= s.first_hour
+)
+
+select
+    g.hour,
+    g.account_id,
+    g.user_id,
+    g.exchange,
+    g.symbol,
+    sum(coalesce(f.quantity_change, 0)) over (
+        partition by g.account_id, g.symbol order by g.hour rows between unbounded preceding and current row
+    ) as quantity
+from grid as g
+left join fills_by_hour as f
+    on f.account_id = g.account_id and f.symbol = g.symbol and f.hour = g.hour

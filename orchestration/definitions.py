@@ -1,0 +1,24 @@
+"""The one Dagster ``Definitions`` of the platform (``workspace.yaml`` points here): extract assets grouped by
+layer, the dbt models, the publish step, their checks, jobs, schedules and sensors, and the resources of this
+deployment (``PATRIOT_DEPLOYMENT``: local DuckDB + dbt ``duckdb`` target, or prod's ``postgres`` target)."""
+
+from __future__ import annotations
+
+from dagster import Definitions, in_process_executor
+
+from orchestration.automation import FRESHNESS_CHECKS, JOBS, SCHEDULES, SENSORS
+from orchestration.extract_assets import EXTRACT_ASSETS
+from orchestration.resources import PostgresResource, WarehouseResource
+from orchestration.transform_assets import dbt_resource, patriot_dbt_models, published_warehouse
+
+defs = Definitions(
+    assets=[*EXTRACT_ASSETS, patriot_dbt_models, published_warehouse],
+    asset_checks=FRESHNESS_CHECKS,
+    jobs=JOBS,
+    schedules=SCHEDULES,
+    sensors=SENSORS,
+    resources={"postgres": PostgresResource(), "warehouse": WarehouseResource(), "dbt": dbt_resource()},
+    # DuckDB has one writing process per file: a run's steps share this process, and runs queue one at a time
+    # (``max_concurrent_runs: 1`` in the instance's dagster.yaml, written by ``patriot analytics``)
+    executor=in_process_executor,
+)

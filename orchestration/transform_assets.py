@@ -1,0 +1,129 @@
+"""The dbt models as Dagster assets (one ``DbtProject`` pointing at ``dbt_project/``), and the publish step that
+hands readers a consistent copy of the warehouse once the marts are built and tested.
+
+Dagster loads dbt assets from dbt's manifest: :func:`ensure_manifest` runs ``dbt parse`` when it is missing
+(a fresh checkout), so the definitions load anywhere without a separate preparation step.
+"""
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dagster import AssetCheckKey, AssetExecutionContext, AssetKey, DagsterInstance, Failure, MaterializeResult, asset
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from orchestration.resources import ROOT, WarehouseResource, deployment
+from warehouse.extract import raw_table_names
+
+RAW_TABLES = raw_table_names()
+
+DBT_DIR = ROOT / "dbt_project"
+DBT_ENV = {"DBT_SEND_ANONYMOUS_USAGE_STATS": "False", "DO_NOT_TRACK": "1"}
+
+
+def dbt_target() -> str:
+    return "postgres" if deployment() == "prod" else "duckdb"
+
+
+def dbt_env(warehouse_path: Path | None = None) -> dict[str, str]:
+    env = {**os.environ, **DBT_ENV, "PATRIOT_ROOT": str(ROOT)}
+    if warehouse_path is not None:
+        env["PATRIOT_WAREHOUSE_PATH"] = str(warehouse_path)
+    return env
+
+
+DBT_PROJECT = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR, target=dbt_target())
+
+
+def dbt_executable() -> str:
+    """The dbt installed beside this interpreter (the project's virtualenv), else whatever ``dbt`` is on PATH."""
+    local = Path(sys.executable).with_name("dbt")
+    return str(local) if local.exists() else "dbt"
+
+
+def _stale(manifest: Path) -> bool:
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime
+    sources = [p for d in ("models", "macros", "tests") for p in (DBT_DIR / d).rglob("*") if p.is_file()]
+    return any(p.stat().st_mtime > built for p in [*sources, DBT_DIR / "dbt_project.yml", DBT_DIR / "profiles.yml"])
+
+
+def ensure_manifest(project: DbtProject = DBT_PROJECT) -> Path:
+    """dbt's manifest, parsed now if this checkout has none yet or the models changed since (``dbt parse`` needs
+    no database)."""
+    if _stale(project.manifest_path):
+        command = [dbt_executable(), "parse", "--project-dir", str(DBT_DIR), "--profiles-dir"]
+        command += [str(DBT_DIR), "--target", dbt_target(), "--quiet"]
+        subprocess.run(command, check=True, env=dbt_env(), cwd=ROOT, capture_output=True, text=True)
+    return project.manifest_path
+
+
+class PatriotDbtTranslator(DagsterDbtTranslator):
+    """dbt sources are the extract assets (``raw/<table>``); models are grouped by their folder."""
+
+    def get_asset_key(self, dbt_resource_props: Any) -> AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return AssetKey(["raw", dbt_resource_props["name"]])
+        return super().get_asset_key(dbt_resource_props)
+
+    def get_group_name(self, dbt_resource_props: Any) -> str | None:
+        fqn = dbt_resource_props.get("fqn") or []
+        return f"dbt_{fqn[1]}" if len(fqn) > 2 else "dbt"
+
+
+@dbt_assets(manifest=ensure_manifest(), project=DBT_PROJECT, dagster_dbt_translator=PatriotDbtTranslator())
+def patriot_dbt_models(
+    context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
+) -> Iterator[Any]:
+    """``dbt build`` (models and their tests) on the warehouse's working file, refused while any extract's
+    latest data-quality check failed (the marts are never rebuilt on rows that failed validation)."""
+    failed = failed_raw_checks(context.instance)
+    if failed:
+        raise Failure(
+            description="the marts were not rebuilt: raw data failed validation in "
+            + ", ".join(failed)
+            + ". Fix the source rows, re-run those extracts (their checks must pass), then refresh the marts."
+        )
+    os.environ.update(dbt_env(warehouse.store().working_path()))
+    yield from dbt.cli(["build"], context=context).stream()
+
+
+def failed_raw_checks(instance: DagsterInstance) -> list[str]:
+    """Raw tables whose latest Great Expectations check did not pass."""
+    failed = []
+    for table in RAW_TABLES:
+        record = instance.get_latest_asset_check_evaluation_record(
+            AssetCheckKey(AssetKey(["raw", table]), "great_expectations")
+        )
+        event = record.event.dagster_event if record is not None and record.event is not None else None
+        evaluation = getattr(event.event_specific_data, "passed", True) if event is not None else True
+        if not evaluation:
+            failed.append(f"raw.{table}")
+    return failed
+
+
+def mart_keys() -> list[AssetKey]:
+    return [key for key in patriot_dbt_models.keys if "marts" in key.path or key.path[-1].startswith(("fct_", "dim_"))]
+
+
+@asset(
+    key=AssetKey(["warehouse", "published"]),
+    group_name="publish",
+    deps=list(patriot_dbt_models.keys),
+    kinds={"duckdb"},
+    description="A consistent, read-only copy of the warehouse for the API and dashboards (docs/warehouse.md)",
+)
+def published_warehouse(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+    path = warehouse.store().publish()
+    context.log.info(f"published {path}")
+    return MaterializeResult(metadata={"path": str(path)})
+
+
+def dbt_resource() -> DbtCliResource:
+    return DbtCliResource(
+        project_dir=DBT_PROJECT, profiles_dir=str(DBT_DIR), target=dbt_target(), dbt_executable=dbt_executable()
+    )
