@@ -1,0 +1,111 @@
+"""Analytics pipeline benchmark: a year of a 100-user fund through the Dagster assets, as the platform runs them.
+
+    python -m bench.pipeline [--users 100] [--days 365] [--fills 1000000]
+
+A generated fund priced by the shipped 2025 candles goes into a scratch PostgreSQL database (not timed). Then:
+``full_rebuild_s`` = every extract partition in one run (PostgreSQL -> DuckDB through Arrow, with the Great
+Expectations checks) + the dimensions and snapshots + ``dbt build`` of every model and test + publishing;
+``incremental_s`` = one hour of new fills appended, then the hourly path: that day's extract partition + the
+refresh of the marts + publishing. ``extract_rows_per_s`` = rows moved by the full extract / its time. The
+last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import psycopg
+from dagster import DagsterInstance, materialize
+
+from bench.common import resolve_servers, scratch_database
+from orchestration.extract_assets import EXTRACT_ASSETS, PARTITIONED
+from orchestration.resources import PostgresResource, WarehouseResource
+from orchestration.transform_assets import dbt_resource, patriot_dbt_models, published_warehouse
+from warehouse.demo import FundSpec, generate_fund
+
+ALL = [*EXTRACT_ASSETS, patriot_dbt_models, published_warehouse]
+PARTITIONED_ASSETS = [a for a in EXTRACT_ASSETS if a.key.path[-1] in PARTITIONED]
+REST_KEYS = [k for a in ALL if a not in PARTITIONED_ASSETS for k in a.keys]
+
+
+def _rows(result: object) -> int:
+    """Rows moved per asset (a run over a range of partitions reports the same figure once per partition)."""
+    by_asset: dict[str, int] = {}
+    for event in result.get_asset_materialization_events():  # type: ignore[attr-defined]
+        materialization = event.event_specific_data.materialization
+        if "rows" in materialization.metadata:
+            by_asset[materialization.asset_key.to_user_string()] = int(materialization.metadata["rows"].value)
+    return sum(by_asset.values())
+
+
+def run(users: int, days: int, fills: int) -> dict[str, object]:
+    servers = resolve_servers()
+    with TemporaryDirectory() as tmp, scratch_database(servers) as database_url:
+        started = time.perf_counter()
+        print(f"generating {users} users, {days} days, {fills:,} fills ...", file=sys.stderr, flush=True)
+        fund = generate_fund(database_url, FundSpec(users=users, days=days, fills=fills), progress=True)
+        print(f"generated in {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
+        resources = {
+            "postgres": PostgresResource(database_url=database_url),
+            "warehouse": WarehouseResource(root=str(Path(tmp) / "warehouse")),
+            "dbt": dbt_resource(),
+        }
+        with DagsterInstance.ephemeral() as instance:
+            tags = {
+                "dagster/asset_partition_range_start": fund.start.date().isoformat(),
+                "dagster/asset_partition_range_end": fund.end.date().isoformat(),
+            }
+            print("full rebuild: extracting every partition ...", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            extract = materialize(PARTITIONED_ASSETS, resources=resources, instance=instance, tags=tags)
+            extract_s = time.perf_counter() - t0
+            print(f"  extract {extract_s:.1f}s; dbt build + publish ...", file=sys.stderr, flush=True)
+            materialize(ALL, selection=REST_KEYS, resources=resources, instance=instance)
+            full_s = time.perf_counter() - t0
+            moved = _rows(extract)
+
+            last_day = fund.end.date().isoformat()
+            with psycopg.connect(database_url) as conn:  # one more hour of trading: 1,000 fills
+                conn.execute(
+                    "INSERT INTO fills (id, order_id, account_id, user_id, exchange, symbol, side, trade_id, quantity,"
+                    " price, fee, fee_asset, liquidity, filled_at, exchange_ts_ms, created_at)"
+                    " SELECT gen_random_uuid(), order_id, account_id, user_id, exchange, symbol, side,"
+                    " trade_id || '-next', quantity, price, fee, fee_asset, liquidity, filled_at + %s,"
+                    " exchange_ts_ms, created_at + %s FROM fills WHERE created_at::date = %s LIMIT 1000",
+                    (timedelta(minutes=1), timedelta(minutes=1), last_day),
+                )
+                conn.commit()
+            print("incremental: one partition + marts ...", file=sys.stderr, flush=True)
+            t1 = time.perf_counter()
+            materialize(PARTITIONED_ASSETS, resources=resources, instance=instance, partition_key=last_day)
+            materialize(ALL, selection=REST_KEYS, resources=resources, instance=instance)
+            incremental_s = time.perf_counter() - t1
+    return {
+        "users": users,
+        "days": days,
+        "fills": fund.fills,
+        "full_rebuild_s": round(full_s, 1),
+        "extract_s": round(extract_s, 1),
+        "extract_rows": moved,
+        "extract_rows_per_s": round(moved / extract_s),
+        "incremental_s": round(incremental_s, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--fills", type=int, default=1_000_000)
+    args = parser.parse_args()
+    print(json.dumps(run(args.users, args.days, args.fills)))
+
+
+if __name__ == "__main__":
+    main()
