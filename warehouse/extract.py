@@ -249,15 +249,20 @@ def extract_table(
     day: date | None,
     *,
     snapshot_at: datetime | None = None,
+    last_day: date | None = None,
 ) -> int:
     """Copy one raw table (``"fills"`` or ``"raw.fills"``) from PostgreSQL into DuckDB; returns the rows moved.
 
-    ``day`` selects one UTC-day partition of an incremental table and replaces exactly its rows; ``None`` reloads
-    the whole table. Full-copy tables ignore ``day``; snapshot tables append the state at ``snapshot_at`` (now).
+    ``day`` selects one UTC-day partition of an incremental table and replaces exactly its rows (with
+    ``last_day``, every partition from ``day`` to ``last_day`` in one statement: a backfill of a range);
+    ``None`` reloads the whole table. Full-copy tables ignore ``day``; snapshot tables append the state at
+    ``snapshot_at`` (now).
     """
     spec = _spec(table)
     stamp = (snapshot_at or datetime.now(UTC)).astimezone(UTC)
     window = _day_window(day) if day is not None and spec.mode == "incremental" else None
+    if window is not None and last_day is not None:
+        window = (window[0], _day_window(last_day)[1])
     if isinstance(pg_conn_or_url, str):
         with psycopg.connect(libpq_url(pg_conn_or_url)) as conn:
             batch = _read(conn, spec, window, stamp)
