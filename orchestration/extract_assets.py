@@ -21,7 +21,7 @@ from dagster import (
     asset,
 )
 
-from orchestration.quality import validate
+from orchestration.quality import validate, validated_columns
 from orchestration.resources import PostgresResource, WarehouseResource
 from warehouse.extract import extract_table
 
@@ -49,17 +49,19 @@ def _days(context: AssetExecutionContext) -> list[date | None]:
 
 
 def _rows_to_validate(warehouse: WarehouseResource, table: str, days: list[date | None]):  # type: ignore[no-untyped-def]
-    """The rows this run wrote: the run's days, the latest snapshot, or the whole small table."""
+    """The rows this run wrote (only the columns the expectations read): the run's days, the latest snapshot,
+    or the whole small table."""
+    columns = ", ".join(validated_columns(table)) or "*"
     with warehouse.connect() as duck:
         if days and days[0] is not None:
             column = _DAY_COLUMN[table]
-            sql = f"SELECT * FROM raw.{table} WHERE CAST({column} AT TIME ZONE 'UTC' AS DATE) BETWEEN ? AND ?"
+            sql = f"SELECT {columns} FROM raw.{table} WHERE CAST({column} AT TIME ZONE 'UTC' AS DATE) BETWEEN ? AND ?"
             return duck.execute(sql, [days[0], days[-1]]).df()
         if table in _SNAPSHOTS:
             return duck.execute(
-                f"SELECT * FROM raw.{table} WHERE snapshot_at = (SELECT max(snapshot_at) FROM raw.{table})"
+                f"SELECT {columns} FROM raw.{table} WHERE snapshot_at = (SELECT max(snapshot_at) FROM raw.{table})"
             ).df()
-        return duck.execute(f"SELECT * FROM raw.{table}").df()
+        return duck.execute(f"SELECT {columns} FROM raw.{table}").df()
 
 
 def build_extract_asset(table: str) -> AssetsDefinition:

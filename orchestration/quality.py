@@ -60,6 +60,19 @@ _EXPECTATIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 VALIDATED_TABLES = tuple(_EXPECTATIONS)
 
 
+def validated_columns(table: str) -> list[str]:
+    """The columns the table's expectations read (the rest need not be loaded into pandas)."""
+    found: list[str] = []
+    for _, kwargs in _EXPECTATIONS.get(table, []):
+        for key in ("column", "column_A", "column_B"):
+            if key in kwargs and kwargs[key] not in found:
+                found.append(kwargs[key])
+        for column in kwargs.get("column_list", []):
+            if column not in found:
+                found.append(column)
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class Validation:
     success: bool
