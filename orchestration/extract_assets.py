@@ -23,19 +23,15 @@ from dagster import (
 
 from orchestration.quality import validate, validated_columns
 from orchestration.resources import PostgresResource, WarehouseResource
-from warehouse.extract import extract_table
+from warehouse.extract import RAW_TABLES, extract_table
 
 DAILY = DailyPartitionsDefinition(start_date="2023-01-01", timezone="UTC", end_offset=1)
-PARTITIONED = ("orders", "fills", "capital_flows", "market_candles", "event_store")
-WHOLE = ("users", "user_accounts", "strategies", "strategy_assignments", "balances", "position_snapshots")
-_DAY_COLUMN = {
-    "orders": "updated_at",
-    "fills": "created_at",
-    "capital_flows": "created_at",
-    "market_candles": "open_time",
-    "event_store": "occurred_at",
-}
-_SNAPSHOTS = {"balances", "position_snapshots"}
+# what is partitioned, copied whole or snapshotted is the extract's own table definition (warehouse/extract.py)
+PARTITIONED = tuple(name for name, spec in RAW_TABLES.items() if spec.mode == "incremental")
+WHOLE = tuple(name for name, spec in RAW_TABLES.items() if spec.mode != "incremental")
+_SNAPSHOTS = {name for name, spec in RAW_TABLES.items() if spec.mode == "snapshot"}
+# the raw column a day's rows are found by; raw keeps no recorded_at, so a run's events are found by occurred_at
+_DAY_COLUMN = {name: RAW_TABLES[name].raw_day_column or "occurred_at" for name in PARTITIONED}
 
 
 def raw_key(table: str) -> AssetKey:

@@ -22,6 +22,12 @@ def report_id(*parts: object) -> uuid.UUID:
     return uuid.uuid5(_NAMESPACE, "|".join(str(p) for p in parts))
 
 
+def fill_report_id(account_id: str, symbol: str, trade_id: str, exchange_order_id: str) -> uuid.UUID:
+    """The event id of one fill, whoever reports it (a private stream or reconciliation): the same fill always
+    has the same id, so consumers apply it once."""
+    return report_id(account_id, "fill", symbol, trade_id, exchange_order_id)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccountEvent(Event):
     aggregate_type: ClassVar[str] = "account"

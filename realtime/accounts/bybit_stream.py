@@ -24,6 +24,7 @@ from core.domain.accounts import (
     ExchangeBalanceReported,
     ExchangeFillReported,
     ExchangeOrderReported,
+    fill_report_id,
     report_id,
 )
 from core.observability.metrics import Metrics
@@ -142,7 +143,7 @@ def _fill(account: LinkedAccount, base: dict[str, Any], item: dict[str, Any]) ->
     is_maker = item.get("isMaker", False)
     return ExchangeFillReported(
         **base,
-        event_id=report_id(account.account_id, "fill", item["symbol"], trade_id, order_id),
+        event_id=fill_report_id(account.account_id, str(item["symbol"]), trade_id, order_id),
         exchange_ts_ms=int(item["execTime"]),
         symbol=str(item["symbol"]),
         client_order_id=str(item.get("orderLinkId") or ""),

@@ -21,6 +21,7 @@ from core.domain.accounts import (
     ExchangeBalanceReported,
     ExchangeFillReported,
     ExchangeOrderReported,
+    fill_report_id,
     report_id,
 )
 from realtime.accounts.private_stream import LinkedAccount, MalformedReport, PrivateStream, report_decimal
@@ -63,7 +64,7 @@ def parse_user_event(account: LinkedAccount, msg: dict[str, object]) -> list[Acc
                 events.append(
                     ExchangeFillReported(
                         **base,
-                        event_id=report_id(account.account_id, "fill", msg["s"], trade_id, order_id),
+                        event_id=fill_report_id(account.account_id, str(msg["s"]), trade_id, order_id),
                         exchange_ts_ms=ts,
                         symbol=str(msg["s"]),
                         client_order_id=client_id,

@@ -6,12 +6,17 @@ whatever its client library wants. Errors are ours, not the client library's, so
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import random
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
+import structlog
+
 from core.domain.orders import OrderSide, OrderStatus, OrderType, TimeInForce
+
+log = structlog.get_logger(__name__)
 
 ZERO = Decimal(0)
 
@@ -162,6 +167,31 @@ def check_grid(market: Market, request: OrderRequest) -> None:
         raise OrderRejected(f"Filter failure: PRICE_FILTER ({request.price} is not a multiple of {market.tick_size})")
     if market.step_size > 0 and request.quantity % market.step_size != 0:
         raise OrderRejected(f"Filter failure: LOT_SIZE ({request.quantity} is not a multiple of {market.step_size})")
+
+
+async def pause_before_retry(
+    exchange: str,
+    operation: str,
+    attempt: int,
+    error: Exception,
+    retry_after: float | None,
+    base_backoff_s: float,
+    max_backoff_s: float,
+    sleep: Callable[[float], Awaitable[None]],
+) -> None:
+    """Wait before retry number ``attempt`` (1-based): capped exponential backoff with jitter, never shorter than
+    the venue's Retry-After. Every adapter's retry loop waits through here."""
+    backoff = min(max_backoff_s, base_backoff_s * 2 ** (attempt - 1))
+    delay = max(retry_after or 0.0, backoff * random.uniform(0.5, 1.0))
+    log.warning(
+        "exchange call failed, retrying",
+        exchange=exchange,
+        operation=operation,
+        attempt=attempt,
+        delay_s=round(delay, 3),
+        error=type(error).__name__,
+    )
+    await sleep(delay)
 
 
 # --- domain errors ----------------------------------------------------------------------------------------

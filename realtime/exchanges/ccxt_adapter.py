@@ -8,7 +8,6 @@ mapped once to the domain errors of ``realtime.exchanges.base``.
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -16,7 +15,6 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import ccxt.async_support as ccxt
-import structlog
 
 from core.domain.orders import OrderSide, OrderStatus, OrderType
 from core.security.account_secrets import mask_api_key
@@ -40,10 +38,10 @@ from realtime.exchanges.base import (
     RateLimited,
     RateLimiter,
     check_grid,
+    pause_before_retry,
 )
 from realtime.exchanges.ratelimit import UnlimitedBudget
 
-log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 _STATUS = {
@@ -171,18 +169,17 @@ class CcxtAdapter:
                     await self._limiter.penalize(retry_after)
                 if not is_transient(error) or attempt >= self.max_retries:
                     raise map_ccxt_error(error, self.capabilities, retry_after) from error
-                backoff = min(self._max_backoff_s, self._base_backoff_s * 2**attempt)
-                delay = max(retry_after or 0.0, backoff * random.uniform(0.5, 1.0))
                 attempt += 1
-                log.warning(
-                    "exchange call failed, retrying",
-                    exchange=self.exchange_id,
-                    operation=operation,
-                    attempt=attempt,
-                    delay_s=round(delay, 3),
-                    error=type(error).__name__,
+                await pause_before_retry(
+                    self.exchange_id,
+                    operation,
+                    attempt,
+                    error,
+                    retry_after,
+                    self._base_backoff_s,
+                    self._max_backoff_s,
+                    self._sleep,
                 )
-                await self._sleep(delay)
 
     async def _unified(self, symbol: str) -> str:
         if self._markets is None:

@@ -107,6 +107,11 @@ def initial_trigger(order: Order, mark: Decimal | None, tick: Decimal | None) ->
     return order.trigger_price, peak
 
 
+def _favourable(armed: ArmedOrder) -> Direction:
+    """Which way the price moves in the position's favour (up for a sell stop protecting a long)."""
+    return Direction.RISES_TO if armed.side is OrderSide.SELL else Direction.FALLS_TO
+
+
 class TriggerBook:
     """Armed orders by id and the index that finds which a price update fires or moves."""
 
@@ -132,18 +137,22 @@ class TriggerBook:
         self._armed[armed.order_id] = armed
         oid, symbol = armed.order_id, armed.symbol
         self.index.arm(oid, symbol, direction_for(armed.side.value, armed.kind), float(armed.trigger))
-        favourable = Direction.RISES_TO if armed.side is OrderSide.SELL else Direction.FALLS_TO
-        if armed.trailing:
-            if armed.peak is None:  # no best price yet: the first price beyond the stop starts the trail
-                beyond = armed.trigger
-            else:
-                step = armed.tick or armed.peak * Decimal("1e-9")
-                beyond = armed.peak + step if armed.side is OrderSide.SELL else armed.peak - step
-            if beyond > 0:
-                self.index.arm(oid + _RATCHET, symbol, favourable, float(beyond))
+        self._arm_ratchet(armed)
         rung = self._next_rung(armed)
         if rung is not None:
-            self.index.arm(oid + _RUNG, symbol, favourable, float(rung))
+            self.index.arm(oid + _RUNG, symbol, _favourable(armed), float(rung))
+
+    def _arm_ratchet(self, armed: ArmedOrder) -> None:
+        """A trailing stop's entry just beyond its best price (one tick): passing it moves the best price."""
+        if not armed.trailing:
+            return
+        if armed.peak is None:  # no best price yet: the first price beyond the stop starts the trail
+            beyond = armed.trigger
+        else:
+            step = armed.tick or armed.peak * Decimal("1e-9")
+            beyond = armed.peak + step if armed.side is OrderSide.SELL else armed.peak - step
+        if beyond > 0:
+            self.index.arm(armed.order_id + _RATCHET, armed.symbol, _favourable(armed), float(beyond))
 
     def disarm(self, order_id: str) -> bool:
         self.index.disarm(order_id + _RATCHET)
@@ -205,18 +214,15 @@ class TriggerBook:
         old_trigger, old_step = armed.trigger, armed.lock_step
         armed.trigger, armed.peak, armed.lock_step = trigger, peak, step
         index, symbol = self.index, armed.symbol
-        favourable = Direction.RISES_TO if sell else Direction.FALLS_TO
         if trigger != old_trigger:
             index.arm(order_id, symbol, direction_for(armed.side.value, armed.kind), float(trigger))
-        if armed.trailing and peak is not None:
-            tick = armed.tick or peak * Decimal("1e-9")
-            index.arm(order_id + _RATCHET, symbol, favourable, float(peak + tick if sell else peak - tick))
+        self._arm_ratchet(armed)
         if step != old_step:
             rung_level = self._next_rung(armed)
             if rung_level is None:
                 index.disarm(order_id + _RUNG)
             else:
-                index.arm(order_id + _RUNG, symbol, favourable, float(rung_level))
+                index.arm(order_id + _RUNG, symbol, _favourable(armed), float(rung_level))
         return Rearm(order_id, trigger, peak, step) if changed else None
 
     @staticmethod

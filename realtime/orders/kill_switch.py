@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.domain.risk import (
     RISK_SCOPES,
@@ -35,6 +35,18 @@ def _scope_id(scope: str, scope_id: str) -> str:
     return "" if scope == "fund" else scope_id
 
 
+def _event_fields(cmd: SetRiskLimit | ActivateKillSwitch | DeactivateKillSwitch, scope_id: str) -> dict[str, Any]:
+    """What every risk event of a command carries: its own aggregate, the scope, the user to route it to."""
+    return {
+        "aggregate_id": str(cmd.command_id),
+        "version": 1,
+        "scope": cmd.scope,
+        "scope_id": scope_id,
+        "user_id": scope_id if cmd.scope == "user" else "",
+        "correlation_id": cmd.correlation_id,
+    }
+
+
 async def set_risk_limit(cmd: SetRiskLimit, uow: UnitOfWork, orders: OrderDeps) -> OrderResult:
     from realtime.orders.handlers import OrderResult
 
@@ -44,14 +56,9 @@ async def set_risk_limit(cmd: SetRiskLimit, uow: UnitOfWork, orders: OrderDeps) 
     orders.risk.forget_limits()
     uow.record(
         RiskLimitChanged(
-            aggregate_id=str(cmd.command_id),
-            version=1,
-            scope=cmd.scope,
-            scope_id=scope_id,
-            user_id=scope_id if cmd.scope == "user" else "",
+            **_event_fields(cmd, scope_id),
             limit_type=cmd.limit_type,
             value=cmd.value,
-            correlation_id=cmd.correlation_id,
         )
     )
     await uow.commit()
@@ -75,14 +82,9 @@ async def activate_kill_switch(cmd: ActivateKillSwitch, uow: UnitOfWork, orders:
             cancelled.append(order)
     uow.record(
         KillSwitchActivated(
-            aggregate_id=str(cmd.command_id),
-            version=1,
-            scope=cmd.scope,
-            scope_id=scope_id,
-            user_id=scope_id if cmd.scope == "user" else "",
+            **_event_fields(cmd, scope_id),
             reason=cmd.reason,
             orders_canceled=len(cancelled),
-            correlation_id=cmd.correlation_id,
         )
     )
     await uow.commit()
@@ -100,12 +102,7 @@ async def deactivate_kill_switch(cmd: DeactivateKillSwitch, uow: UnitOfWork, ord
     orders.risk.forget_limits()
     uow.record(
         KillSwitchDeactivated(
-            aggregate_id=str(cmd.command_id),
-            version=1,
-            scope=cmd.scope,
-            scope_id=scope_id,
-            user_id=scope_id if cmd.scope == "user" else "",
-            correlation_id=cmd.correlation_id,
+            **_event_fields(cmd, scope_id),
         )
     )
     await uow.commit()

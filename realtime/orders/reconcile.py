@@ -19,6 +19,7 @@ from core.domain.accounts import (
     ExchangeBalanceReported,
     ExchangeFillReported,
     ExchangeOrderReported,
+    fill_report_id,
     report_id,
 )
 from core.domain.orders import OrderStatus
@@ -58,7 +59,7 @@ def fill_event(account: AccountRef, trade: ExchangeTrade, client_order_id: str) 
     return ExchangeFillReported(
         aggregate_id=account.account_id,
         version=0,
-        event_id=report_id(account.account_id, "fill", trade.symbol, trade.trade_id, trade.exchange_order_id),
+        event_id=fill_report_id(account.account_id, trade.symbol, trade.trade_id, trade.exchange_order_id),
         user_id=account.user_id,
         exchange=account.exchange,
         exchange_ts_ms=trade.ts_ms,

@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from core.domain.orders import PlaceOrder
 from realtime.exchanges.base import Market
 from realtime.orders.venues import VenueRegistry
+from realtime.portfolio.marks import MARKED_BY
 from realtime.risk.limits import LimitRows, limits_for, load_all_limits
 from realtime.risk.pretrade import (
     RiskContext,
@@ -34,8 +35,7 @@ from realtime.risk.pretrade import (
 
 _OPEN = "status NOT IN ('filled', 'canceled', 'rejected', 'denied', 'expired')"
 _EXPOSURE = (
-    "SELECT coalesce(sum(abs(p.quantity * m.price)), 0) FROM positions p JOIN mark_prices m ON m.symbol = p.symbol "
-    "AND m.exchange = CASE WHEN p.exchange = 'simulator' THEN 'binance' ELSE p.exchange END WHERE "
+    f"SELECT coalesce(sum(abs(p.quantity * m.price)), 0) FROM positions p JOIN mark_prices m ON {MARKED_BY} WHERE "
 )
 # Each figure the checks may need, with the limits that need it: an order reads only what its limits use.
 _FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {

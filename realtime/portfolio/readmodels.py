@@ -16,11 +16,10 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from realtime.portfolio.marks import MARKED_BY
+
 KINDS = ("positions", "balances", "open_orders", "summary")
-_MARK = (
-    "LEFT JOIN mark_prices m ON m.symbol = p.symbol "
-    "AND m.exchange = CASE WHEN p.exchange = 'simulator' THEN 'binance' ELSE p.exchange END"
-)
+_MARK = f"LEFT JOIN mark_prices m ON {MARKED_BY}"
 _QUERIES = {
     "positions": f"""
         SELECT p.account_id::text, p.symbol, p.exchange, p.quantity, p.avg_entry_price, p.realized_pnl, p.fees,

@@ -24,6 +24,7 @@ from core.observability.metrics import serve_metrics
 from core.settings import Settings
 from realtime.orders.commands import CommandClient
 from realtime.orders.price_feed import PriceFeed
+from realtime.portfolio.marks import MARKED_BY
 
 log = structlog.get_logger(__name__)
 
@@ -34,8 +35,7 @@ WITH marked AS (
   SELECT p.account_id, sum(abs(p.quantity * m.price)) AS gross, sum(p.quantity * m.price) AS net,
          sum(CASE WHEN p.avg_entry_price IS NULL THEN 0 ELSE (m.price - p.avg_entry_price) * p.quantity END) AS upnl,
          sum(p.realized_pnl - p.fees) AS rpnl
-  FROM positions p JOIN mark_prices m ON m.symbol = p.symbol
-   AND m.exchange = CASE WHEN p.exchange = 'simulator' THEN 'binance' ELSE p.exchange END
+  FROM positions p JOIN mark_prices m ON {MARKED_BY}
   GROUP BY p.account_id
 ), cash AS (
   SELECT account_id, sum(free + locked) AS cash FROM balances

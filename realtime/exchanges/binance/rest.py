@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -21,7 +20,6 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
-import structlog
 from yarl import URL
 
 from core.domain.orders import OrderSide, OrderStatus, OrderType
@@ -42,11 +40,10 @@ from realtime.exchanges.base import (
     RateLimited,
     RateLimiter,
     check_grid,
+    pause_before_retry,
 )
 from realtime.exchanges.binance.capabilities import BINANCE_SPOT
 from realtime.exchanges.ratelimit import UnlimitedBudget
-
-log = structlog.get_logger(__name__)
 
 Params = Sequence[tuple[str, str]]
 
@@ -321,18 +318,17 @@ class BinanceRestAdapter:
                     await self._limiter.penalize(retry_after)
                 if not is_transient(error) or attempt >= self.max_retries:
                     raise
-                backoff = min(self._max_backoff_s, self._base_backoff_s * 2**attempt)
-                delay = max(retry_after or 0.0, backoff * random.uniform(0.5, 1.0))
                 attempt += 1
-                log.warning(
-                    "exchange call failed, retrying",
-                    exchange=self.exchange_id,
-                    operation=operation,
-                    attempt=attempt,
-                    delay_s=round(delay, 3),
-                    error=type(error).__name__,
+                await pause_before_retry(
+                    self.exchange_id,
+                    operation,
+                    attempt,
+                    error,
+                    retry_after,
+                    self._base_backoff_s,
+                    self._max_backoff_s,
+                    self._sleep,
                 )
-                await self._sleep(delay)
 
     async def _market(self, symbol: str) -> Market:
         markets = self._markets if self._markets is not None else await self.load_markets()
