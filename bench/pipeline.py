@@ -58,7 +58,8 @@ def run(users: int, days: int, fills: int) -> dict[str, object]:
         }
         with DagsterInstance.ephemeral() as instance:
             tags = {
-                "dagster/asset_partition_range_start": fund.start.date().isoformat(),
+                # from the day before trading starts: the candles that first mark the book (daily bars) are there
+                "dagster/asset_partition_range_start": (fund.start - timedelta(days=1)).date().isoformat(),
                 "dagster/asset_partition_range_end": fund.end.date().isoformat(),
             }
             print("full rebuild: extracting every partition ...", file=sys.stderr, flush=True)

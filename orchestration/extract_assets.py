@@ -5,6 +5,7 @@ dimension tables and the balance/position snapshots are copied whole. Each extra
 Great Expectations in a blocking check: a bad row stops the marts from being rebuilt on it.
 """
 
+import os
 import time
 from datetime import date, timedelta
 
@@ -25,7 +26,11 @@ from orchestration.quality import validate, validated_columns
 from orchestration.resources import PostgresResource, WarehouseResource
 from warehouse.extract import RAW_TABLES, extract_table
 
-DAILY = DailyPartitionsDefinition(start_date="2023-01-01", timezone="UTC", end_offset=1)
+# The first day the extract partitions cover: the fund's first trading day in production (PATRIOT_PIPELINE_START);
+# the default reaches back to the oldest year the shipped demo and benchmark data are priced on.
+DAILY = DailyPartitionsDefinition(
+    start_date=os.environ.get("PATRIOT_PIPELINE_START", "2019-01-01"), timezone="UTC", end_offset=1
+)
 # what is partitioned, copied whole or snapshotted is the extract's own table definition (warehouse/extract.py)
 PARTITIONED = tuple(name for name, spec in RAW_TABLES.items() if spec.mode == "incremental")
 WHOLE = tuple(name for name, spec in RAW_TABLES.items() if spec.mode != "incremental")

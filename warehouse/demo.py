@@ -2,7 +2,11 @@
 orders, fills, positions, balances, hourly candles and order events. For the pipeline's tests and benchmark and
 for a demo warehouse; everything goes in with COPY, so a million fills take seconds.
 
-Trades happen at the real 1-minute close of their minute; each account alternates buys and sells of a few
+Prices come from one of the shipped real series (``FundSpec.window``): a window of Binance 1-minute candles
+(``2025``, ``Q4_2024``, ``2023-01``; about 28-35 days each, stored as hourly candles), or ``daily``: Bitstamp's
+BTC/USD and ETH/USD daily bars (2014-2020) standing in for BTCUSDT/ETHUSDT, for funds that span up to five
+years (stored as daily candles). With minute data a trade happens at the real close of its minute; with daily
+bars at a price drawn inside the day's real low-high range. Each account alternates buys and sells of a few
 percent of its capital, so positions move and PnL is realised both ways. Fees are 0.1 % in USDT.
 """
 
@@ -20,6 +24,8 @@ from pathlib import Path
 import psycopg
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "binance-spot-1m"
+DAILY = Path(__file__).resolve().parent.parent / "data" / "daily" / "bitstamp_BTC_ETH_LTC_USD_daily.csv"
+DAILY_WINDOW = "daily"
 FEE_RATE = Decimal("0.001")
 STEP = {"BTCUSDT": Decimal("0.00001"), "ETHUSDT": Decimal("0.0001")}
 
@@ -33,7 +39,7 @@ class FundSpec:
     deposit: Decimal = Decimal(100_000)
     strategies: int = 2
     seed: int = 7
-    window: str = "2025"
+    window: str = "2025"  # a window of data/binance-spot-1m, or "daily" (Bitstamp daily bars, up to 5 years)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,33 @@ def minute_closes(
     return rows
 
 
+def daily_bars(symbol: str, days: int) -> list[tuple[datetime, Decimal, Decimal, Decimal, Decimal, Decimal]]:
+    """(day, open, high, low, close, volume) of the last ``days`` complete days of the shipped Bitstamp daily bars
+    for the base asset of ``symbol`` (BTCUSDT -> BTC)."""
+    base = symbol.removesuffix("USDT")
+    with DAILY.open(encoding="utf-8") as fh:
+        header = next(fh).strip().split(",")
+        col = {name: i for i, name in enumerate(header)}
+        rows = []
+        for line in fh:
+            f = line.rstrip().split(",")
+            if not f[col[f"{base}:close"]]:
+                continue
+            day = datetime.fromisoformat(f[0]).replace(tzinfo=UTC)
+            rows.append((day, *(Decimal(f[col[f"{base}:{k}"]]) for k in ("open", "high", "low", "close", "volume"))))
+    complete = rows[:-1]  # the file's last day was captured before it closed
+    if len(complete) < days:
+        raise ValueError(f"the daily bars of {base} cover {len(complete)} days, fewer than the {days} asked for")
+    return complete[-days:]
+
+
+def price_path(
+    symbol: str, window: str, days: int
+) -> list[tuple[datetime, Decimal, Decimal, Decimal, Decimal, Decimal]]:
+    """The real bars a generated fund trades and is marked on: daily bars or 1-minute candles (see module doc)."""
+    return daily_bars(symbol, days + 1) if window == DAILY_WINDOW else minute_closes(symbol, window, days)
+
+
 def hourly(candles: list[tuple[datetime, Decimal, Decimal, Decimal, Decimal, Decimal]]) -> Iterator[tuple[object, ...]]:
     """1-minute candles rolled up to hours."""
     bucket: list[tuple[datetime, Decimal, Decimal, Decimal, Decimal, Decimal]] = []
@@ -89,8 +122,10 @@ def _roll(b: list[tuple[datetime, Decimal, Decimal, Decimal, Decimal, Decimal]])
 def generate_fund(database_url: str, spec: FundSpec = FundSpec(), progress: bool = False) -> Fund:
     """Write one generated fund; returns its ids and time span."""
     rng = random.Random(spec.seed)
-    prices = {s: minute_closes(s, spec.window, spec.days) for s in spec.symbols}
+    prices = {s: price_path(s, spec.window, spec.days) for s in spec.symbols}
     start, end = prices[spec.symbols[0]][0][0], prices[spec.symbols[0]][-1][0]
+    if spec.window == DAILY_WINDOW:  # trading starts once the first day's close marks the book
+        start, end = start + timedelta(days=1), end + timedelta(days=1) - timedelta(minutes=1)
     users = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(spec.users)]
     accounts = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(spec.users)]
     strategies = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(spec.strategies)]
@@ -117,7 +152,7 @@ def generate_fund(database_url: str, spec: FundSpec = FundSpec(), progress: bool
                 deposited = start - timedelta(minutes=1)  # recorded when it happened, as a live deposit would be
                 for u, a in zip(users, accounts, strict=True):
                     copy.write_row((uuid.uuid4(), a, u, "USDT", spec.deposit, deposited, "initial", deposited))
-            _candles(cur, prices)
+            _candles(cur, prices, daily=spec.window == DAILY_WINDOW)
             fills = _trades(cur, rng, spec, users, accounts, strategies, prices, progress)
         conn.commit()
     return Fund(users, accounts, strategies, start, end, fills)
@@ -126,14 +161,15 @@ def generate_fund(database_url: str, spec: FundSpec = FundSpec(), progress: bool
 def _candles(
     cur: psycopg.Cursor[tuple[object, ...]],
     prices: dict[str, list[tuple[datetime, Decimal, Decimal, Decimal, Decimal, Decimal]]],
+    daily: bool,
 ) -> None:
     with cur.copy(
         "COPY market_candles (exchange, symbol, interval, open_time, open, high, low, close, volume, source, closed) "
         "FROM STDIN"
     ) as copy:
         for symbol, rows in prices.items():
-            for open_time, o, h, low, c, v in hourly(rows):
-                copy.write_row(("binance", symbol, "1h", open_time, o, h, low, c, v, "kline", True))
+            for open_time, o, h, low, c, v in rows if daily else hourly(rows):
+                copy.write_row(("binance", symbol, "1d" if daily else "1h", open_time, o, h, low, c, v, "kline", True))
 
 
 def _trades(
@@ -146,7 +182,9 @@ def _trades(
     prices: dict[str, list[tuple[datetime, Decimal, Decimal, Decimal, Decimal, Decimal]]],
     progress: bool,
 ) -> int:
-    minutes = len(prices[spec.symbols[0]])
+    minutes = len(prices[spec.symbols[0]])  # bars: minutes, or days with daily bars
+    bar_seconds = 86_400 if spec.window == DAILY_WINDOW else 60
+    first = 1 if spec.window == DAILY_WINDOW else 0  # the first daily bar only marks
     held: dict[tuple[int, str], Decimal] = {}
     cash = {n: spec.deposit for n in range(len(accounts))}
     order_rows: list[tuple[object, ...]] = []
@@ -155,8 +193,10 @@ def _trades(
     for k in range(spec.fills):
         n = k % len(accounts)
         symbol = spec.symbols[rng.randrange(len(spec.symbols))]
-        minute = min(minutes - 1, int((k + rng.random()) * minutes / spec.fills))
-        ts, *_, price, _volume = prices[symbol][minute]
+        minute = min(minutes - 1, first + int((k + rng.random()) * (minutes - first) / spec.fills))
+        ts, _open, high, low, price, _volume = prices[symbol][minute]
+        if bar_seconds > 60:  # a daily bar: somewhere in the day's real range
+            price = (low + (high - low) * Decimal(str(rng.random()))).quantize(Decimal("0.01"))
         qty_held = held.get((n, symbol), Decimal(0))
         sell = qty_held > 0 and rng.random() < 0.5
         budget = cash[n] * Decimal(str(rng.uniform(0.01, 0.05)))
@@ -181,7 +221,7 @@ def _trades(
             p[0] += qty
         p[3] += fee
         order_id = uuid.UUID(int=rng.getrandbits(128), version=4)
-        when = ts + timedelta(seconds=rng.randrange(60))
+        when = ts + timedelta(seconds=rng.randrange(bar_seconds))
         order_rows.append(
             (
                 order_id,

@@ -1,6 +1,19 @@
 -- Quote cash of each account at the end of each hour: cumulative capital flows plus cumulative fill cash
 -- flows (- buy cost, + sell proceeds, - fees). `net_flows` are the capital flows within the hour.
-with flows_by_hour as (
+-- Incremental: recomputes the hours from recompute_from_hour() on, from the cash of the hour before.
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='hour') }}
+
+with {% if is_incremental() %}bounds as (
+    select {{ recompute_from_hour() }} as from_hour
+),
+
+opening as (
+    select t.account_id, t.cash
+    from {{ this }} as t
+    where t.hour = (select from_hour from bounds) - interval '1 hour'
+),
+
+{% endif %}flows_by_hour as (
     select account_id, {{ date_trunc_hour('flow_at') }} as hour, sum(amount) as net_flows
     from {{ ref('stg_capital_flows') }}
     group by account_id, {{ date_trunc_hour('flow_at') }}
@@ -22,15 +35,17 @@ hourly as (
     from {{ ref('int_account_calendar') }} as c
     left join flows_by_hour as fl on fl.account_id = c.account_id and fl.hour = c.hour
     left join fill_cash_by_hour as fc on fc.account_id = c.account_id and fc.hour = c.hour
+    {% if is_incremental() %}where c.hour >= (select from_hour from bounds){% endif %}
 )
 
 select
-    hour,
-    account_id,
-    user_id,
-    net_flows,
-    fill_cash_flow,
-    sum(net_flows + fill_cash_flow) over (
-        partition by account_id order by hour rows between unbounded preceding and current row
+    h.hour,
+    h.account_id,
+    h.user_id,
+    h.net_flows,
+    h.fill_cash_flow,
+    {% if is_incremental() %}coalesce(o.cash, 0) + {% endif %}sum(h.net_flows + h.fill_cash_flow) over (
+        partition by h.account_id order by h.hour rows between unbounded preceding and current row
     ) as cash
-from hourly
+from hourly as h
+{% if is_incremental() %}left join opening as o on o.account_id = h.account_id{% endif %}

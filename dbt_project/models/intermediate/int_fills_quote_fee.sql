@@ -3,11 +3,15 @@
 -- base asset (symbol minus its quote suffix) valued at the fill price; a fee in a third asset (BNB) valued at
 -- the last close of <fee asset><quote asset> known at the fill (NULL if no such candle: the not_null test
 -- on fee_quote reports it rather than dropping the fee).
+-- Incremental: the fills of the raw partitions extracted since the last build (macros/incremental.sql).
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='fill_id') }}
+
 with fills as (
     select
         f.*,
         {{ quote_asset('f.symbol') }} as quote_asset
     from {{ ref('stg_fills') }} as f
+    {% if is_incremental() %}where f.created_at >= {{ changed_since('fills') }}{% endif %}
 ),
 
 assets as (
@@ -57,6 +61,7 @@ valued as (
         a.fee,
         a.fee_asset,
         a.filled_at,
+        a.created_at,
         {{ money_multiply('a.quantity', 'a.price') }} as notional,
         case
             when a.fee = 0 then cast(0 as numeric(38, 18))

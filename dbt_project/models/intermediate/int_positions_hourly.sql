@@ -1,6 +1,19 @@
 -- Cumulative signed quantity of each account and symbol at the end of each hour of the account calendar,
 -- from the hour of the account's first fill in that symbol (a closed position stays, at quantity 0).
-with fills_by_hour as (
+-- Incremental: recomputes the hours from recompute_from_hour() on, from the quantity of the hour before.
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='hour') }}
+
+with {% if is_incremental() %}bounds as (
+    select {{ recompute_from_hour() }} as from_hour
+),
+
+opening as (
+    select t.account_id, t.symbol, t.quantity
+    from {{ this }} as t
+    where t.hour = (select from_hour from bounds) - interval '1 hour'
+),
+
+{% endif %}fills_by_hour as (
     select
         account_id,
         symbol,
@@ -21,6 +34,7 @@ grid as (
     from {{ ref('int_account_calendar') }} as c
     inner join traded_symbols as s
         on s.account_id = c.account_id and c.hour >= s.first_hour
+    {% if is_incremental() %}where c.hour >= (select from_hour from bounds){% endif %}
 )
 
 select
@@ -29,9 +43,10 @@ select
     g.user_id,
     g.exchange,
     g.symbol,
-    sum(coalesce(f.quantity_change, 0)) over (
+    {% if is_incremental() %}coalesce(o.quantity, 0) + {% endif %}sum(coalesce(f.quantity_change, 0)) over (
         partition by g.account_id, g.symbol order by g.hour rows between unbounded preceding and current row
     ) as quantity
 from grid as g
 left join fills_by_hour as f
     on f.account_id = g.account_id and f.symbol = g.symbol and f.hour = g.hour
+{% if is_incremental() %}left join opening as o on o.account_id = g.account_id and o.symbol = g.symbol{% endif %}

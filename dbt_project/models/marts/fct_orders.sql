@@ -1,4 +1,7 @@
 -- One row per order, latest version.
+-- Incremental: the orders of the raw partitions extracted since the last build (macros/incremental.sql).
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='order_id') }}
+
 select
     order_id,
     account_id,
@@ -15,3 +18,4 @@ select
     created_at,
     updated_at
 from {{ ref('stg_orders') }}
+{% if is_incremental() %}where updated_at >= {{ changed_since('orders') }}{% endif %}

@@ -2,9 +2,18 @@
 -- cash = capital flows + fill cash flows, positions marked to the last close; net_flows are the capital
 -- flows within the hour; return = (nav - net_flows) / previous nav - 1 (NULL when the previous NAV is not
 -- positive, e.g. the scope's first hour). Scopes aggregate accounts through int_scope_accounts.
-with positions_value as (
+-- Incremental: the hours from recompute_from_hour() on; the first of them returns on the stored NAV before.
+-- Scope weights are today's: a changed strategy allocation restates history on the next --full-refresh.
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='hour') }}
+
+with {% if is_incremental() %}bounds as (
+    select {{ recompute_from_hour() }} as from_hour
+),
+
+{% endif %}positions_value as (
     select account_id, hour, sum(market_value) as positions_value
     from {{ ref('positions_hourly') }}
+    {% if is_incremental() %}where hour >= (select from_hour from bounds){% endif %}
     group by account_id, hour
 ),
 
@@ -17,6 +26,7 @@ accounts as (
         c.net_flows
     from {{ ref('int_cash_hourly') }} as c
     left join positions_value as p on p.account_id = c.account_id and p.hour = c.hour
+    {% if is_incremental() %}where c.hour >= (select from_hour from bounds){% endif %}
 ),
 
 scoped as (
@@ -33,18 +43,31 @@ scoped as (
 ),
 
 navs as (
-    select hour, scope, scope_id, cash, positions_value, cash + positions_value as nav, net_flows
+    select hour, scope, scope_id, cash, positions_value, cash + positions_value as nav, net_flows, true as is_new
     from scoped
+    {% if is_incremental() %}
+    union all
+    select hour, scope, scope_id, cash, positions_value, nav, net_flows, false
+    from {{ this }}
+    where hour = (select from_hour from bounds) - interval '1 hour'
+    {% endif %}
+),
+
+with_returns as (
+    select
+        hour,
+        scope,
+        scope_id,
+        cash,
+        positions_value,
+        nav,
+        net_flows,
+        is_new,
+        {{ period_return('nav', 'net_flows', 'lag(nav) over (partition by scope, scope_id order by hour)') }}
+            as period_return
+    from navs
 )
 
-select
-    hour,
-    scope,
-    scope_id,
-    cash,
-    positions_value,
-    nav,
-    net_flows,
-    {{ period_return('nav', 'net_flows', 'lag(nav) over (partition by scope, scope_id order by hour)') }}
-        as "return"
-from navs
+select hour, scope, scope_id, cash, positions_value, nav, net_flows, period_return as "return"
+from with_returns
+where is_new

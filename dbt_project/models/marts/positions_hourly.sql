@@ -2,7 +2,9 @@
 -- last candle close known at the hour's end. The mark comes from the account's own exchange, else from the
 -- most recent close of any exchange (a simulator account trades on replayed Binance candles). A position
 -- without any mark keeps a NULL mark_price (reported by the open_positions_are_marked test); a flat one is
--- worth 0.
+-- worth 0. Incremental: the hours from recompute_from_hour() on.
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='hour') }}
+
 with marks_by_symbol as (
     select symbol, hour, mark_price
     from (
@@ -29,6 +31,7 @@ marked as (
         on own.exchange = p.exchange and own.symbol = p.symbol and own.hour = p.hour
     left join marks_by_symbol as any_exchange
         on any_exchange.symbol = p.symbol and any_exchange.hour = p.hour
+    {% if is_incremental() %}where p.hour >= {{ recompute_from_hour() }}{% endif %}
 )
 
 select

@@ -4,11 +4,15 @@ independent calculation from the fills; a bad row fails its blocking check and t
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import psycopg
 import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
@@ -16,7 +20,16 @@ from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
 from orchestration.definitions import defs
 from orchestration.extract_assets import EXTRACT_ASSETS, PARTITIONED
 from orchestration.resources import PostgresResource, WarehouseResource
-from orchestration.transform_assets import dbt_resource, failed_raw_checks, patriot_dbt_models, published_warehouse
+from orchestration.transform_assets import (
+    DBT_DIR,
+    dbt_env,
+    dbt_executable,
+    dbt_resource,
+    dbt_target,
+    failed_raw_checks,
+    patriot_dbt_models,
+    published_warehouse,
+)
 from warehouse import queries
 from warehouse.demo import Fund, FundSpec, generate_fund
 from warehouse.store import WarehouseStore
@@ -56,6 +69,15 @@ class Pipeline:
             raise_on_error=False,
         )
         return extract.success, marts.success
+
+    def run_day(self, instance: DagsterInstance, day: str) -> bool:
+        """The hourly path: one day's extract partition, then dimensions + dbt (incremental) + publish."""
+        partitioned = [a for a in EXTRACT_ASSETS if a.key.path[-1] in PARTITIONED]
+        extract = materialize(partitioned, resources=self.resources(), instance=instance, partition_key=day)
+        rest = [k for a in ALL_ASSETS if a not in partitioned for k in a.keys]
+        return extract.success and materialize(
+            ALL_ASSETS, selection=rest, resources=self.resources(), instance=instance
+        ).success
 
 
 @pytest.fixture
@@ -134,3 +156,58 @@ def test_bad_row_fails_its_check_and_blocks_the_marts(pipeline: Pipeline) -> Non
         assert failed_raw_checks(instance) == ["raw.fills"]
     assert not extracted and not built  # the marts refused to build on the bad row
     assert WarehouseStore(pipeline.root).current_path() is None  # and nothing was published to readers
+
+
+INCREMENTAL_MARTS = ("fct_fills", "fct_orders", "positions_hourly", "nav_hourly", "nav_daily")
+
+
+def _mart_differences(built: Path, rebuilt: Path) -> dict[str, int]:
+    """Rows in either file's incremental marts that the other lacks."""
+    with duckdb.connect(str(built), read_only=True) as con:
+        con.execute(f"ATTACH '{rebuilt}' AS rebuilt (READ_ONLY)")
+        out = {}
+        for table in INCREMENTAL_MARTS:
+            a, b = f"marts.{table}", f"rebuilt.marts.{table}"
+            out[table] = sum(
+                con.execute(f"SELECT count(*) FROM (SELECT * FROM {x} EXCEPT SELECT * FROM {y})").fetchone()[0]  # type: ignore[index]
+                for x, y in ((a, b), (b, a))
+            )
+        return out
+
+
+def test_incremental_run_with_new_and_late_fills_equals_a_full_rebuild(pipeline: Pipeline, tmp_path: Path) -> None:
+    last_day = pipeline.fund.end.date().isoformat()
+    with DagsterInstance.ephemeral() as instance:
+        assert pipeline.run(instance) == (True, True)
+        working = WarehouseStore(pipeline.root).working_path()
+        with duckdb.connect(str(working), read_only=True) as con:
+            before = con.execute("SELECT sum(nav) FROM marts.nav_hourly").fetchone()
+        with psycopg.connect(pipeline.database_url) as conn:
+            # recorded on the last day: 50 fills of that day, and 5 late fills that happened three days earlier
+            # (a reconciliation that found them), which must restate every hour since
+            conn.execute(
+                "INSERT INTO fills (id, order_id, account_id, user_id, exchange, symbol, side, trade_id, quantity,"
+                " price, fee, fee_asset, liquidity, filled_at, exchange_ts_ms, created_at)"
+                " SELECT gen_random_uuid(), order_id, account_id, user_id, exchange, symbol, side,"
+                " trade_id || '-again-' || n, quantity, price, fee, fee_asset, liquidity,"
+                " filled_at - CASE WHEN n <= 5 THEN interval '3 days' ELSE interval '0' END, exchange_ts_ms,"
+                " created_at FROM (SELECT *, row_number() OVER (ORDER BY created_at DESC) AS n FROM fills"
+                " WHERE created_at::date = %s) AS f WHERE n <= 55",
+                (last_day,),
+            )
+            conn.commit()
+        assert pipeline.run_day(instance, last_day)
+    with duckdb.connect(str(working), read_only=True) as con:
+        assert con.execute("SELECT sum(nav) FROM marts.nav_hourly").fetchone() != before
+        late = con.execute(
+            "SELECT min(f.filled_at) FROM marts.fct_fills f JOIN raw.fills r ON r.id = f.fill_id"
+            " WHERE r.trade_id LIKE '%-again-%'"
+        ).fetchone()
+        assert late is not None and late[0] < pipeline.fund.end - timedelta(days=2)
+    rebuilt = tmp_path / "rebuilt.duckdb"
+    shutil.copyfile(working, rebuilt)
+    command = [dbt_executable(), "build", "--full-refresh", "--project-dir", str(DBT_DIR), "--profiles-dir"]
+    command += [str(DBT_DIR), "--target", dbt_target()]
+    done = subprocess.run(command, env=dbt_env(rebuilt), cwd=DBT_DIR, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert _mart_differences(working, rebuilt) == dict.fromkeys(INCREMENTAL_MARTS, 0)
