@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -109,6 +109,29 @@ class MarketDataSettings(BaseSettings):
         return self.binance_ws_url is None
 
 
+class ApiSettings(BaseSettings):
+    """The HTTP API: where it listens, its tokens and its protections. ``jwt_secret`` unset means: a key file
+    generated once under the data directory in dev; outside dev the API refuses to start without it."""
+
+    model_config = SettingsConfigDict(env_prefix="PATRIOT_API_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    jwt_secret: SecretStr | None = Field(default=None, validation_alias="PATRIOT_JWT_SECRET")
+    jwt_issuer: str = "patriot"
+    access_ttl_s: int = 900
+    refresh_ttl_s: int = 14 * 24 * 3600
+    service_token_ttl_s: int = 365 * 24 * 3600
+    link_code_ttl_s: int = 600
+    max_body_bytes: int = 64 * 1024
+    rate_limit_user_per_min: int = 1200
+    rate_limit_ip_per_min: int = 2400
+    rate_limit_login_per_min: int = 10
+    idempotency_ttl_s: int = 24 * 3600
+    order_reply_timeout_s: float = 10.0
+
+
 class Settings(BaseSettings):
     """All areas together; built once per process in bootstrap and passed in, never imported as a global."""
 
@@ -121,6 +144,7 @@ class Settings(BaseSettings):
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     bus: BusSettings = Field(default_factory=BusSettings)
     market_data: MarketDataSettings = Field(default_factory=MarketDataSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
 
 def load_settings() -> Settings:
@@ -133,4 +157,5 @@ def load_settings() -> Settings:
         observability=ObservabilitySettings(),
         bus=BusSettings(),
         market_data=MarketDataSettings(),
+        api=ApiSettings(),
     )

@@ -1,0 +1,106 @@
+"""The FastAPI application: ``create_app()`` wires settings, the kernel's clients, middleware, error bodies and
+one router per resource. ``patriot api`` serves it with uvicorn (see ``api.serve``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.metrics import build_api_metrics
+from api.middleware import RequestContextMiddleware
+from api.routers import ROUTERS
+from api.state import ApiState
+from api.tokens import TokenService, load_jwt_secret
+from core.bootstrap import bootstrap
+from core.observability.metrics import Metrics, build_metrics
+from core.security.master_key import load_keyring
+from core.settings import Settings, load_settings
+from realtime.orders.commands import CommandClient
+from realtime.portfolio.readmodels import PortfolioReadModels
+from warehouse.store import WarehouseStore
+
+API_VERSION = "1.0.0"
+DESCRIPTION = """PATRIOT's command and query API. Authenticate with `POST /auth/login` (staff) or the Telegram
+link flow (users) and send `Authorization: Bearer <access token>`. Every response carries `X-Correlation-ID`;
+send your own to follow a request through the platform. Errors are `{"error": {"code", "message", "details"},
+"correlation_id"}`."""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+    venues: dict[str, Any] | None = None,
+    metrics: Metrics | None = None,
+    access_log: bool = True,
+) -> FastAPI:
+    """The app; its lifespan opens PostgreSQL and Redis (given URLs, else the settings', else embedded servers)."""
+    settings = settings or load_settings()
+    metrics = metrics or build_metrics("api")
+    api_metrics = build_api_metrics(metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db_url, r_url = _endpoints(settings, database_url, redis_url)
+        kernel = await bootstrap(settings, db_url, r_url, service="api", metrics=metrics)
+        try:
+            state = ApiState(
+                kernel=kernel,
+                tokens=TokenService(
+                    load_jwt_secret(settings.api, settings.runtime), settings.api, kernel.redis, kernel.names.prefix
+                ),
+                keyring=load_keyring(settings.security, settings.runtime),
+                commands=CommandClient(kernel.redis, kernel.names),
+                read_models=PortfolioReadModels(kernel.pool, kernel.redis, kernel.names.prefix),
+                warehouse=WarehouseStore(Path(settings.runtime.data_dir) / "warehouse"),
+                venues=venues if venues is not None else _venues(settings),
+                extras={"metrics": api_metrics},
+            )
+            app.state.api = state
+            yield
+        finally:
+            await kernel.close()
+
+    app = FastAPI(
+        title="PATRIOT API",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    app.state.api_metrics = api_metrics
+    app.state.settings = settings
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(
+        RequestContextMiddleware,  # type: ignore[arg-type]
+        metrics=api_metrics,
+        max_body_bytes=settings.api.max_body_bytes,
+        access_log=access_log,
+    )
+    return app
+
+
+def _endpoints(settings: Settings, database_url: str | None, redis_url: str | None) -> tuple[str, str]:
+    db = database_url or settings.database.url
+    rd = redis_url or settings.redis.url
+    if db and rd:
+        return db, rd
+    from core.runtime.embedded import start_services
+
+    endpoints = start_services(settings)
+    return db or endpoints.database_url, rd or endpoints.redis_url
+
+
+def _venues(settings: Settings) -> dict[str, Any]:
+    md = settings.market_data
+    if md.uses_simulator:
+        return {"binance_rest_url": f"http://{md.simulator_host}:{md.simulator_port}", "simulator": True}
+    return {"binance_rest_url": md.binance_rest_url, "simulator": False}

@@ -1,0 +1,7 @@
+"""/auth (not written yet)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/auth", tags=["auth"])

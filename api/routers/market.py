@@ -1,0 +1,7 @@
+"""/market (not written yet)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/market", tags=["market"])

@@ -1,0 +1,7 @@
+"""/stream (not written yet)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/stream", tags=["stream"])

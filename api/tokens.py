@@ -1,0 +1,166 @@
+"""Access, refresh and service tokens: HS256 JWTs with a fixed algorithm list (``alg: none`` and any other
+algorithm are refused), required ``exp``/``iat``/``sub``/``typ``/``jti`` claims and our issuer.
+
+Refresh tokens rotate: each use returns a new pair and spends the old one. They belong to a family (one login);
+presenting a spent refresh token again is taken as theft and revokes the whole family. Spent tokens and revoked
+families live in Redis with the refresh lifetime as TTL, so revocation survives API restarts and is shared by
+every worker.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from redis.asyncio import Redis
+
+from api.errors import ApiError
+from core.settings import ApiSettings, RuntimeSettings
+
+ALGORITHM = "HS256"
+ACCESS, REFRESH, SERVICE = "access", "refresh", "service"
+_MIN_SECRET_BYTES = 32
+
+
+class TokenSecretMissing(RuntimeError):
+    """No JWT signing secret outside dev mode."""
+
+
+def load_jwt_secret(api: ApiSettings, runtime: RuntimeSettings) -> bytes:
+    """``PATRIOT_JWT_SECRET``; in dev, a random secret generated once under the data directory (mode 0600)."""
+    if api.jwt_secret is not None:
+        value = api.jwt_secret.get_secret_value().encode()
+        if len(value) < _MIN_SECRET_BYTES:
+            raise TokenSecretMissing(
+                f"PATRIOT_JWT_SECRET is shorter than {_MIN_SECRET_BYTES} bytes; generate one with "
+                'python -c "import secrets; print(secrets.token_urlsafe(48))"'
+            )
+        return value
+    if not runtime.is_dev:
+        raise TokenSecretMissing(
+            "PATRIOT_JWT_SECRET is not set and the platform is not in dev mode; generate one with "
+            'python -c "import secrets; print(secrets.token_urlsafe(48))" and set it in the environment'
+        )
+    path = Path(runtime.data_dir) / "secrets" / "api-jwt.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip().encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """A verified token: who (``sub``: user id or service name), as what role, and which token."""
+
+    subject: str
+    role: str
+    token_type: str
+    token_id: str
+    expires_at: int
+    family: str | None = None
+    username: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+class TokenService:
+    def __init__(self, secret: bytes, settings: ApiSettings, redis: Redis, prefix: str) -> None:
+        self._secret = secret
+        self._settings = settings
+        self._redis = redis
+        self._prefix = f"{prefix}auth:"
+
+    # -- issuing ---------------------------------------------------------------------------------------------
+    def _encode(self, claims: dict[str, Any], ttl_s: int) -> str:
+        now = int(time.time())
+        payload = {**claims, "iss": self._settings.jwt_issuer, "iat": now, "exp": now + ttl_s}
+        payload.setdefault("jti", uuid.uuid4().hex)
+        return jwt.encode(payload, self._secret, algorithm=ALGORITHM)
+
+    def access_token(self, user_id: str, role: str, username: str | None = None) -> str:
+        return self._encode(
+            {"sub": user_id, "role": role, "typ": ACCESS, "name": username}, self._settings.access_ttl_s
+        )
+
+    def service_token(self, service: str) -> str:
+        return self._encode({"sub": service, "role": "service", "typ": SERVICE}, self._settings.service_token_ttl_s)
+
+    def issue_pair(self, user_id: str, role: str, username: str | None = None, family: str | None = None) -> TokenPair:
+        """A new access token and a refresh token in ``family`` (a new family: a new login)."""
+        refresh = self._encode(
+            {"sub": user_id, "role": role, "typ": REFRESH, "fam": family or uuid.uuid4().hex, "name": username},
+            self._settings.refresh_ttl_s,
+        )
+        return TokenPair(self.access_token(user_id, role, username), refresh, self._settings.access_ttl_s)
+
+    # -- verifying -------------------------------------------------------------------------------------------
+    def decode(self, token: str, expected_type: str | tuple[str, ...]) -> Claims:
+        """Verify signature, algorithm, expiry, issuer and type; any failure is a 401 saying what to do."""
+        try:
+            payload = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                issuer=self._settings.jwt_issuer,
+                options={"require": ["exp", "iat", "sub", "jti", "typ", "iss"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise _unauthorized("token_expired", "the token has expired: refresh it or log in again") from None
+        except jwt.PyJWTError:
+            raise _unauthorized("invalid_token", "the token is not valid: log in again") from None
+        types = (expected_type,) if isinstance(expected_type, str) else expected_type
+        if payload.get("typ") not in types:
+            raise _unauthorized("invalid_token", f"expected a {' or '.join(types)} token")
+        return Claims(
+            subject=str(payload["sub"]),
+            role=str(payload.get("role", "")),
+            token_type=str(payload["typ"]),
+            token_id=str(payload["jti"]),
+            expires_at=int(payload["exp"]),
+            family=payload.get("fam"),
+            username=payload.get("name"),
+        )
+
+    async def rotate(self, refresh_token: str) -> tuple[Claims, TokenPair]:
+        """Spend a refresh token for a new pair in the same family. A token spent before revokes its family."""
+        claims = self.decode(refresh_token, REFRESH)
+        assert claims.family is not None
+        family_key = f"{self._prefix}revoked:{claims.family}"
+        if await self._redis.exists(family_key):
+            raise _unauthorized("token_revoked", "this session was revoked: log in again")
+        ttl = max(1, claims.expires_at - int(time.time()))
+        first_use = await self._redis.set(f"{self._prefix}spent:{claims.token_id}", b"1", nx=True, ex=ttl)
+        if not first_use:
+            await self._redis.set(family_key, b"reuse", ex=self._settings.refresh_ttl_s)
+            raise _unauthorized("token_reused", "this refresh token was already used; the session is revoked")
+        return claims, self.issue_pair(claims.subject, claims.role, claims.username, claims.family)
+
+    async def revoke_family(self, refresh_token: str) -> None:
+        """Log out: the refresh token's family can no longer be refreshed."""
+        claims = self.decode(refresh_token, REFRESH)
+        await self._redis.set(f"{self._prefix}revoked:{claims.family}", b"logout", ex=self._settings.refresh_ttl_s)
+
+    async def revoke_token(self, claims: Claims) -> None:
+        """Revoke one access or service token until it expires."""
+        ttl = max(1, claims.expires_at - int(time.time()))
+        await self._redis.set(f"{self._prefix}revoked-jti:{claims.token_id}", b"1", ex=ttl)
+
+    async def is_revoked(self, claims: Claims) -> bool:
+        return bool(await self._redis.exists(f"{self._prefix}revoked-jti:{claims.token_id}"))
+
+
+def _unauthorized(code: str, message: str) -> ApiError:
+    return ApiError(401, code, message, headers={"WWW-Authenticate": "Bearer"})
