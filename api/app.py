@@ -10,12 +10,14 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from api.errors import install_error_handlers
+from api.errors import COMMON_RESPONSES, install_error_handlers
 from api.metrics import build_api_metrics
 from api.middleware import RequestContextMiddleware
+from api.ratelimit import IpRateLimitMiddleware
 from api.routers import ROUTERS
 from api.state import ApiState
 from api.tokens import TokenService, load_jwt_secret
+from api.tracing import TracingMiddleware
 from core.bootstrap import bootstrap
 from core.observability.metrics import Metrics, build_metrics
 from core.security.master_key import load_keyring
@@ -78,7 +80,11 @@ def create_app(
     app.state.settings = settings
     install_error_handlers(app)
     for router in ROUTERS:
-        app.include_router(router)
+        app.include_router(router, responses=COMMON_RESPONSES)
+    # protection and tracing (issue 6); the last added runs first, so both run inside the request context and
+    # a per-IP 429 is still traced, timed and logged with its correlation id
+    app.add_middleware(IpRateLimitMiddleware)  # type: ignore[arg-type]
+    app.add_middleware(TracingMiddleware)  # type: ignore[arg-type]
     app.add_middleware(
         RequestContextMiddleware,  # type: ignore[arg-type]
         metrics=api_metrics,

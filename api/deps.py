@@ -14,13 +14,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError
 from api.permissions import Permission, Role, permissions_of
+from api.ratelimit import check_user_rate
 from api.state import ApiState
 from api.tokens import ACCESS, SERVICE
 
 _bearer = HTTPBearer(auto_error=False, description="An access token from /auth/login, or a service token")
 
 
-def get_state(request: Request) -> ApiState:
+async def get_state(request: Request) -> ApiState:
     state: ApiState = request.app.state.api
     return state
 
@@ -65,6 +66,8 @@ async def get_principal(
     if claims.token_type == SERVICE and await state.tokens.is_revoked(claims):
         raise ApiError(401, "token_revoked", "this service token was revoked", headers={"WWW-Authenticate": "Bearer"})
     principal = AuthPrincipal(claims.subject, claims.role, claims.token_id, claims.username)
+    if not principal.is_service:  # per-user rate limit (429); internal services act for many users
+        await check_user_rate(state, principal.subject)
     request.state.principal = principal
     return principal
 
@@ -80,6 +83,7 @@ def require(permission: Permission) -> object:
             raise ApiError(403, "forbidden", f"this needs the {permission.value} permission")
         return principal
 
+    _check.__permission__ = permission  # type: ignore[attr-defined]  # read by the role-matrix test and docs
     return Depends(_check)
 
 

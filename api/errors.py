@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.observability.context import get_correlation_id
@@ -32,6 +33,35 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.headers = headers
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+    correlation_id: str | None = None
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+# Statuses any route can answer (authentication, permission, validation, size and rate limits); the app adds
+# them to every route's OpenAPI responses so clients and schemathesis know them.
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _documented("The request is malformed"),
+    401: _documented("No valid bearer token: log in (or refresh) and retry"),
+    403: _documented("The token's role lacks the permission this route needs"),
+    413: _documented("The request body is over the size limit"),
+    422: _documented("The request failed validation: see error.details"),
+    429: _documented("Rate limited: retry after the Retry-After header's seconds"),
+}
 
 
 class BodyTooLarge(Exception):

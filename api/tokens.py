@@ -124,6 +124,8 @@ class TokenService:
         types = (expected_type,) if isinstance(expected_type, str) else expected_type
         if payload.get("typ") not in types:
             raise _unauthorized("invalid_token", f"expected a {' or '.join(types)} token")
+        if payload["typ"] == REFRESH and not payload.get("fam"):
+            raise _unauthorized("invalid_token", "the refresh token has no session: log in again")
         return Claims(
             subject=str(payload["sub"]),
             role=str(payload.get("role", "")),
@@ -134,29 +136,44 @@ class TokenService:
             username=payload.get("name"),
         )
 
-    async def rotate(self, refresh_token: str) -> tuple[Claims, TokenPair]:
-        """Spend a refresh token for a new pair in the same family. A token spent before revokes its family."""
+    async def spend_refresh(self, refresh_token: str) -> Claims:
+        """Spend a refresh token once; presenting a spent one again revokes its family (taken as theft)."""
         claims = self.decode(refresh_token, REFRESH)
         assert claims.family is not None
-        family_key = f"{self._prefix}revoked:{claims.family}"
-        if await self._redis.exists(family_key):
+        if await self._redis.exists(self._family_key(claims.family)):
             raise _unauthorized("token_revoked", "this session was revoked: log in again")
         ttl = max(1, claims.expires_at - int(time.time()))
         first_use = await self._redis.set(f"{self._prefix}spent:{claims.token_id}", b"1", nx=True, ex=ttl)
         if not first_use:
-            await self._redis.set(family_key, b"reuse", ex=self._settings.refresh_ttl_s)
+            await self.revoke_family_id(claims.family, "reuse")
             raise _unauthorized("token_reused", "this refresh token was already used; the session is revoked")
+        return claims
+
+    async def rotate(self, refresh_token: str) -> tuple[Claims, TokenPair]:
+        """Spend a refresh token for a new pair in the same family, with the role and name it carried."""
+        claims = await self.spend_refresh(refresh_token)
         return claims, self.issue_pair(claims.subject, claims.role, claims.username, claims.family)
 
     async def revoke_family(self, refresh_token: str) -> None:
         """Log out: the refresh token's family can no longer be refreshed."""
         claims = self.decode(refresh_token, REFRESH)
-        await self._redis.set(f"{self._prefix}revoked:{claims.family}", b"logout", ex=self._settings.refresh_ttl_s)
+        assert claims.family is not None
+        await self.revoke_family_id(claims.family, "logout")
+
+    async def revoke_family_id(self, family: str, reason: str) -> None:
+        await self._redis.set(self._family_key(family), reason.encode(), ex=self._settings.refresh_ttl_s)
+
+    def _family_key(self, family: str) -> str:
+        return f"{self._prefix}revoked:{family}"
 
     async def revoke_token(self, claims: Claims) -> None:
         """Revoke one access or service token until it expires."""
-        ttl = max(1, claims.expires_at - int(time.time()))
-        await self._redis.set(f"{self._prefix}revoked-jti:{claims.token_id}", b"1", ex=ttl)
+        await self.revoke_token_id(claims.token_id, max(1, claims.expires_at - int(time.time())))
+
+    async def revoke_token_id(self, token_id: str, ttl_s: int | None = None) -> None:
+        """Revoke a token by its ``jti`` for ``ttl_s`` (default: a service token's whole lifetime)."""
+        ttl = ttl_s if ttl_s is not None else self._settings.service_token_ttl_s
+        await self._redis.set(f"{self._prefix}revoked-jti:{token_id}", b"1", ex=ttl)
 
     async def is_revoked(self, claims: Claims) -> bool:
         return bool(await self._redis.exists(f"{self._prefix}revoked-jti:{claims.token_id}"))

@@ -111,6 +111,8 @@ def _platform_services(settings: Settings) -> list[ServiceSpec]:
     services.append(ServiceSpec("orders", ["orders"], "order commands -> risk -> venue; platform-held triggers"))
     services.append(ServiceSpec("lifecycle", ["lifecycle"], "fills, positions, balances; reconciliation"))
     services.append(ServiceSpec("risk", ["risk"], "real-time risk monitor -> risk.alerts; marks, snapshots"))
+    api = settings.api
+    services.append(ServiceSpec("api", ["api"], f"http://{api.host}:{api.port} (OpenAPI docs at /docs)"))
     port = os.environ.get("PATRIOT_DAGSTER_PORT", "3000")
     services.append(ServiceSpec("dagster", ["analytics"], f"http://127.0.0.1:{port} (Dagster UI, schedules, sensors)"))
     return services
@@ -281,6 +283,16 @@ def lifecycle() -> None:
 def risk() -> None:
     """Run the real-time risk monitor: exposure, leverage, drawdown, limit usage -> risk.alerts."""
     _run_service("risk", "realtime.risk.monitor.run_risk_monitor")
+
+
+@app.command("api")
+def api_server() -> None:
+    """Serve the HTTP API (commands and queries, OpenAPI docs at /docs) with uvicorn."""
+    from api.serve import serve
+
+    settings = _settings("api")
+    typer.echo(f"API on http://{settings.api.host}:{settings.api.port} (docs: /docs)")
+    serve(settings)
 
 
 @app.command()

@@ -1,7 +1,153 @@
-"""/auth (not written yet)."""
+"""/auth: password login, refresh rotation, logout, the Telegram bot's link and token calls, service tokens, /me.
+
+Login, refresh and logout need no bearer token (the body carries the credential); everything else does.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Path, Response, status
+
+from api.deps import AuthPrincipal, Principal, State, require
+from api.errors import ErrorBody
+from api.permissions import Permission, permissions_of
+from api.schemas.auth import (
+    LoginRequest,
+    MePublic,
+    RefreshRequest,
+    ServiceTokenCreate,
+    ServiceTokenPublic,
+    TelegramLinkPublic,
+    TelegramLinkRequest,
+    TelegramTokenRequest,
+    TokenPairPublic,
+)
+from api.services import auth as service
+from api.tokens import SERVICE, TokenPair
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+
+TelegramBot = Annotated[AuthPrincipal, require(Permission.TELEGRAM_LINK)]
+Admin = Annotated[AuthPrincipal, require(Permission.USERS_MANAGE)]
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+def _pair(pair: TokenPair) -> TokenPairPublic:
+    return TokenPairPublic(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
+
+
+@router.post(
+    "/login",
+    response_model=TokenPairPublic,
+    summary="Log in with a username and password",
+    responses={
+        401: _error("The username or password is wrong (the same answer for both)"),
+        403: _error("The user is not active"),
+        429: _error("Too many attempts for this username: retry after Retry-After seconds"),
+    },
+)
+async def login(body: LoginRequest, state: State) -> TokenPairPublic:
+    return _pair(await service.login(state, body.username, body.password))
+
+
+@router.post(
+    "/refresh",
+    response_model=TokenPairPublic,
+    summary="Spend a refresh token for a new token pair",
+    description="Each refresh token works once. Presenting a spent one again revokes the whole session.",
+    responses={
+        401: _error("The refresh token is invalid, expired, revoked or was already used"),
+        403: _error("The user is no longer active"),
+    },
+)
+async def refresh(body: RefreshRequest, state: State) -> TokenPairPublic:
+    return _pair(await service.refresh(state, body.refresh_token))
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="End the session the refresh token belongs to",
+    responses={401: _error("The refresh token is invalid or expired")},
+)
+async def logout(body: RefreshRequest, state: State) -> Response:
+    await state.tokens.revoke_family(body.refresh_token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/telegram/link",
+    response_model=TelegramLinkPublic,
+    summary="Bind a Telegram id to the user a link code was issued for (the Telegram bot)",
+    responses={
+        400: _error("The code is unknown, expired or already used"),
+        404: _error("The user the code was issued for no longer exists"),
+        409: _error("The Telegram id is linked to another user"),
+    },
+)
+async def link_telegram(body: TelegramLinkRequest, state: State, _bot: TelegramBot) -> TelegramLinkPublic:
+    user = await service.link_telegram(state, body.code, body.telegram_id)
+    assert user.telegram_id is not None
+    return TelegramLinkPublic(user_id=UUID(user.id), username=user.username, telegram_id=user.telegram_id)
+
+
+@router.post(
+    "/telegram/token",
+    response_model=TokenPairPublic,
+    summary="A token pair for the user linked to a Telegram id (the Telegram bot)",
+    responses={404: _error("No user is linked to this Telegram id")},
+)
+async def telegram_token(body: TelegramTokenRequest, state: State, _bot: TelegramBot) -> TokenPairPublic:
+    return _pair(await service.telegram_token(state, body.telegram_id))
+
+
+@router.post(
+    "/service-tokens",
+    response_model=ServiceTokenPublic,
+    status_code=status.HTTP_201_CREATED,
+    summary="Mint a token for an internal service (admins)",
+)
+async def create_service_token(body: ServiceTokenCreate, state: State, admin: Admin) -> ServiceTokenPublic:
+    token = state.tokens.service_token(body.service)
+    claims = state.tokens.decode(token, SERVICE)
+    service.log.info("service token issued", service=body.service, token_id=claims.token_id, by=admin.subject)
+    return ServiceTokenPublic(
+        service=body.service,
+        token=token,
+        token_id=claims.token_id,
+        expires_in=state.kernel.settings.api.service_token_ttl_s,
+    )
+
+
+@router.delete(
+    "/service-tokens/{token_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Revoke a service token by its id (admins)",
+)
+async def revoke_service_token(
+    token_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")], state: State, admin: Admin
+) -> Response:
+    await state.tokens.revoke_token_id(token_id)
+    service.log.info("service token revoked", token_id=token_id, by=admin.subject)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/me", response_model=MePublic, summary="Who the bearer token says you are")
+async def me(principal: Principal) -> MePublic:
+    permissions = sorted(p.value for p in permissions_of(principal.role))
+    if principal.is_service:
+        return MePublic(
+            subject=principal.subject, role=principal.role, permissions=permissions, service=principal.subject
+        )
+    return MePublic(
+        subject=principal.subject,
+        role=principal.role,
+        permissions=permissions,
+        user_id=UUID(principal.user_id),
+        username=principal.username,
+    )

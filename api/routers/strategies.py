@@ -1,7 +1,161 @@
-"""/strategies (not written yet)."""
+"""/strategies: strategy definitions (name, kind, params, status) and their allocations to accounts.
+
+Anyone logged in may list strategies; a user sees only the assignments of their own accounts. Creating,
+changing and assigning strategies needs strategies:manage. Strategies are configuration, not trading state, so
+they are written to PostgreSQL directly rather than through an order-style command.
+"""
 
 from __future__ import annotations
 
+import json
+import uuid
+from typing import Any
+from uuid import UUID
+
+import psycopg
 from fastapi import APIRouter
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from api.deps import AuthPrincipal, Principal, State, allowed
+from api.errors import ApiError, ErrorBody
+from api.permissions import STAFF_ROLES, Permission
+from api.schemas.strategies import AssignmentsPut, StrategyCreate, StrategyPublic, StrategyUpdate
 
 router = APIRouter(prefix="/strategies", tags=["strategies"])
+
+Manager = allowed(Permission.STRATEGIES_MANAGE)
+_COLUMNS = "id, name, kind, params, status, created_at, updated_at"
+_ASSIGNMENTS = """
+SELECT s.strategy_id, s.account_id, s.allocation, s.active FROM strategy_assignments s
+JOIN user_accounts a ON a.id = s.account_id
+WHERE s.strategy_id = ANY(%s) AND (%s OR a.user_id::text = %s)
+ORDER BY s.strategy_id, s.account_id"""
+_NOT_FOUND = {"model": ErrorBody, "description": "no such strategy"}
+_TAKEN = {"model": ErrorBody, "description": "another strategy has this name"}
+
+
+def _jsonb(params: dict[str, Any]) -> Jsonb:
+    """Params as JSONB; values PostgreSQL's JSON cannot hold (NaN, infinities, NUL characters) are a 422."""
+    try:
+        text = json.dumps(params, allow_nan=False)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_params", f"params must be plain JSON: {exc}") from exc
+    if "\\u0000" in text:
+        raise ApiError(422, "invalid_params", "params must not contain NUL characters")
+    return Jsonb(params)
+
+
+async def _strategies(
+    conn: psycopg.AsyncConnection[Any], principal: AuthPrincipal, strategy_id: UUID | None = None
+) -> list[StrategyPublic]:
+    cur = conn.cursor(row_factory=dict_row)
+    if strategy_id is None:
+        await cur.execute(f"SELECT {_COLUMNS} FROM strategies ORDER BY name")
+    else:
+        await cur.execute(f"SELECT {_COLUMNS} FROM strategies WHERE id = %s", (strategy_id,))
+    rows = await cur.fetchall()
+    everyone = principal.role in STAFF_ROLES
+    await cur.execute(_ASSIGNMENTS, ([r["id"] for r in rows], everyone, principal.user_id))
+    assigned: dict[UUID, list[dict[str, Any]]] = {}
+    for a in await cur.fetchall():
+        assigned.setdefault(a.pop("strategy_id"), []).append(a)
+    return [StrategyPublic.model_validate({**r, "assignments": assigned.get(r["id"], [])}) for r in rows]
+
+
+async def _one(conn: psycopg.AsyncConnection[Any], principal: AuthPrincipal, strategy_id: UUID) -> StrategyPublic:
+    found = await _strategies(conn, principal, strategy_id)
+    if not found:
+        raise ApiError(404, "strategy_not_found", f"no strategy {strategy_id}")
+    return found[0]
+
+
+@router.get("", response_model=list[StrategyPublic], summary="Every strategy, by name")
+async def list_strategies(state: State, principal: Principal) -> list[StrategyPublic]:
+    async with state.kernel.pool.connection() as conn:
+        return await _strategies(conn, principal)
+
+
+@router.post(
+    "",
+    response_model=StrategyPublic,
+    status_code=201,
+    summary="Define a strategy",
+    responses={409: _TAKEN},
+)
+async def create_strategy(state: State, principal: Manager, body: StrategyCreate) -> StrategyPublic:
+    strategy_id = uuid.uuid4()
+    params = _jsonb(body.params)
+    async with state.kernel.pool.connection() as conn:
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO strategies (id, name, kind, params, status) VALUES (%s, %s, %s, %s, %s)",
+                    (strategy_id, body.name, body.kind, params, body.status.value),
+                )
+        except psycopg.errors.UniqueViolation as exc:
+            raise ApiError(409, "strategy_name_taken", f"a strategy named {body.name!r} exists") from exc
+        return await _one(conn, principal, strategy_id)
+
+
+@router.patch(
+    "/{strategy_id}",
+    response_model=StrategyPublic,
+    summary="Change a strategy's name, kind, params or status",
+    responses={404: _NOT_FOUND, 409: _TAKEN},
+)
+async def update_strategy(state: State, principal: Manager, strategy_id: UUID, body: StrategyUpdate) -> StrategyPublic:
+    changes: dict[str, Any] = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
+    if "params" in changes:
+        changes["params"] = _jsonb(changes["params"])
+    if "status" in changes:
+        changes["status"] = changes["status"].value
+    async with state.kernel.pool.connection() as conn:
+        if changes:
+            assignments = ", ".join(f"{column} = %s" for column in changes)  # columns: the model's field names
+            try:
+                async with conn.transaction():
+                    done = await conn.execute(
+                        f"UPDATE strategies SET {assignments}, updated_at = now() WHERE id = %s",
+                        (*changes.values(), strategy_id),
+                    )
+            except psycopg.errors.UniqueViolation as exc:
+                raise ApiError(409, "strategy_name_taken", f"a strategy named {changes['name']!r} exists") from exc
+            if done.rowcount == 0:
+                raise ApiError(404, "strategy_not_found", f"no strategy {strategy_id}")
+        return await _one(conn, principal, strategy_id)
+
+
+@router.put(
+    "/{strategy_id}/assignments",
+    response_model=StrategyPublic,
+    summary="Set the strategy's account allocations (accounts left out are unassigned)",
+    responses={404: _NOT_FOUND},
+)
+async def set_assignments(state: State, principal: Manager, strategy_id: UUID, body: AssignmentsPut) -> StrategyPublic:
+    accounts = [a.account_id for a in body.assignments]
+    if len(set(accounts)) != len(accounts):
+        raise ApiError(422, "duplicate_account", "each account may appear once in assignments")
+    async with state.kernel.pool.connection() as conn:
+        async with conn.transaction():
+            found = await conn.execute("SELECT 1 FROM strategies WHERE id = %s FOR UPDATE", (strategy_id,))
+            if await found.fetchone() is None:
+                raise ApiError(404, "strategy_not_found", f"no strategy {strategy_id}")
+            known = await conn.execute("SELECT id FROM user_accounts WHERE id = ANY(%s)", (accounts,))
+            missing = set(accounts) - {UUID(str(row[0])) for row in await known.fetchall()}
+            if missing:
+                raise ApiError(
+                    422, "unknown_account", "no such accounts", {"account_ids": sorted(str(a) for a in missing)}
+                )
+            await conn.execute(
+                "DELETE FROM strategy_assignments WHERE strategy_id = %s AND NOT (account_id = ANY(%s))",
+                (strategy_id, accounts),
+            )
+            for a in body.assignments:
+                await conn.execute(
+                    "INSERT INTO strategy_assignments (id, strategy_id, account_id, allocation, active)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (strategy_id, account_id)"
+                    " DO UPDATE SET allocation = EXCLUDED.allocation, active = EXCLUDED.active",
+                    (uuid.uuid4(), strategy_id, a.account_id, a.allocation, a.active),
+                )
+        return await _one(conn, principal, strategy_id)

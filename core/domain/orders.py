@@ -155,6 +155,8 @@ class Order:
     lock_step: int = 0  # profit-lock ladder: rungs reached
     replaces: str | None = None  # cancel-replace: the order this one replaces
     submitted_at: datetime | None = None  # when it was (last) handed to the venue side
+    # the request that placed it: every later event of the order carries it unless its cause brings its own
+    correlation_id: str | None = None
     trade_ids: set[str] = field(default_factory=set)
     pending_events: list[OrderEvent] = field(default_factory=list)
 
@@ -226,6 +228,7 @@ class Order:
             parent_order_id=e.parent_order_id,
             oco_group=e.oco_group,
             replaces=e.replaces,
+            correlation_id=e.correlation_id,
             version=1,
         )
 
@@ -330,7 +333,14 @@ class Order:
         return {"aggregate_id": self.id, "version": self.version + 1, "user_id": self.user_id}
 
     def deny(self, reason: str, correlation_id: str | None = None, causation_id: str | None = None) -> None:
-        self.apply(OrderDenied(**self._next(), reason=reason, correlation_id=correlation_id, causation_id=causation_id))
+        self.apply(
+            OrderDenied(
+                **self._next(),
+                reason=reason,
+                correlation_id=correlation_id or self.correlation_id,
+                causation_id=causation_id,
+            )
+        )
 
     def arm(
         self,
@@ -348,7 +358,7 @@ class Order:
                 quantity=quantity,
                 peak_price=peak_price,
                 lock_step=lock_step,
-                correlation_id=correlation_id,
+                correlation_id=correlation_id or self.correlation_id,
             )
         )
 
@@ -356,27 +366,44 @@ class Order:
         assert self.trigger_price is not None
         self.apply(
             OrderTriggered(
-                **self._next(), trigger_price=self.trigger_price, last_price=last_price, correlation_id=correlation_id
+                **self._next(),
+                trigger_price=self.trigger_price,
+                last_price=last_price,
+                correlation_id=correlation_id or self.correlation_id,
             )
         )
 
     def reject(self, reason: str, correlation_id: str | None = None) -> None:
-        self.apply(OrderRejected(**self._next(), reason=reason, correlation_id=correlation_id))
+        self.apply(OrderRejected(**self._next(), reason=reason, correlation_id=correlation_id or self.correlation_id))
 
     def request_cancel(self, reason: str = "requested", correlation_id: str | None = None) -> None:
-        self.apply(OrderPendingCancel(**self._next(), reason=reason, correlation_id=correlation_id))
+        self.apply(
+            OrderPendingCancel(**self._next(), reason=reason, correlation_id=correlation_id or self.correlation_id)
+        )
 
     def cancel_rejected(self, reason: str, correlation_id: str | None = None) -> None:
-        self.apply(OrderCancelRejected(**self._next(), reason=reason, correlation_id=correlation_id))
+        self.apply(
+            OrderCancelRejected(**self._next(), reason=reason, correlation_id=correlation_id or self.correlation_id)
+        )
 
     def expire(self, correlation_id: str | None = None) -> None:
-        self.apply(OrderExpired(**self._next(), correlation_id=correlation_id))
+        self.apply(OrderExpired(**self._next(), correlation_id=correlation_id or self.correlation_id))
 
     def submit(self, correlation_id: str | None = None, causation_id: str | None = None) -> None:
-        self.apply(OrderSubmitted(**self._next(), correlation_id=correlation_id, causation_id=causation_id))
+        self.apply(
+            OrderSubmitted(
+                **self._next(), correlation_id=correlation_id or self.correlation_id, causation_id=causation_id
+            )
+        )
 
     def accept(self, exchange_order_id: str, correlation_id: str | None = None) -> None:
-        self.apply(OrderAccepted(**self._next(), exchange_order_id=exchange_order_id, correlation_id=correlation_id))
+        self.apply(
+            OrderAccepted(
+                **self._next(),
+                exchange_order_id=exchange_order_id,
+                correlation_id=correlation_id or self.correlation_id,
+            )
+        )
 
     def fill(
         self,
@@ -401,7 +428,7 @@ class Order:
                 account_id=self.account_id,
                 symbol=self.symbol,
                 side=self.side,
-                correlation_id=correlation_id,
+                correlation_id=correlation_id or self.correlation_id,
             )
         )
 
@@ -409,5 +436,10 @@ class Order:
         self, reason: str = "requested", correlation_id: str | None = None, causation_id: str | None = None
     ) -> None:
         self.apply(
-            OrderCanceled(**self._next(), reason=reason, correlation_id=correlation_id, causation_id=causation_id)
+            OrderCanceled(
+                **self._next(),
+                reason=reason,
+                correlation_id=correlation_id or self.correlation_id,
+                causation_id=causation_id,
+            )
         )

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import structlog
+from opentelemetry import propagate
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
@@ -24,8 +25,10 @@ from core.messaging.codec import Codec, MalformedMessage
 from core.messaging.streams import Stream, StreamNames
 from core.observability.context import correlation_scope
 from core.observability.metrics import Metrics
+from core.observability.tracing import get_tracer
 
 log = structlog.get_logger(__name__)
+_tracer = get_tracer(__name__)
 
 REPLY_TTL_S = 300
 
@@ -44,9 +47,14 @@ class CommandClient:
     async def send(self, command: Command, partition_key: str, wait_s: float | None = 10.0) -> dict[str, Any] | None:
         """Queue ``command`` (partitioned by ``partition_key``, the user id); with ``wait_s``, wait for its result."""
         reply_key = f"{self._names.prefix}reply:{command.command_id}"
+        fields: dict[str, Any] = {"p": self._codec.encode_command(command), "r": reply_key}
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)  # the caller's trace continues in the order service (W3C traceparent)
+        if "traceparent" in carrier:
+            fields["t"] = carrier["traceparent"]
         await self._redis.xadd(
             self._names.key(Stream.ORDER_COMMANDS, partition_key),
-            {"p": self._codec.encode_command(command), "r": reply_key},
+            fields,  # type: ignore[arg-type]
             maxlen=self._maxlen,
             approximate=True,
         )
@@ -160,12 +168,28 @@ class CommandServer:
             await self._answer(reply_key, {"ok": False, "error": "MalformedCommand", "message": str(exc)[:500]})
             await self._redis.xack(key, self._group, message_id)
             return
-        with correlation_scope(command.correlation_id, str(command.command_id)):
+        parent = propagate.extract({"traceparent": _s(fields[b"t"])}) if b"t" in fields else None
+        with (
+            correlation_scope(command.correlation_id, str(command.command_id)),
+            _tracer.start_as_current_span(
+                f"command {type(command).__name__}",
+                context=parent,
+                attributes={"correlation_id": command.correlation_id or "", "command_id": str(command.command_id)},
+            ),
+        ):
+            started = time.perf_counter()
             try:
                 result = await self._bus.handle(command)
                 body: dict[str, Any] = {"ok": True, **(dataclasses.asdict(result) if result is not None else {})}
             except Exception as exc:  # counted by the bus; the caller hears what went wrong
                 body = {"ok": False, "error": type(exc).__name__, "message": str(exc)[:500]}
+            log.info(
+                "command handled",
+                command=type(command).__name__,
+                ok=body["ok"],
+                status=body.get("status"),
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
         await self._answer(reply_key, body)
         await self._redis.xack(key, self._group, message_id)
         self.handled += 1

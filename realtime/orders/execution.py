@@ -18,7 +18,9 @@ import structlog
 
 from core.domain.orders import Order, OrderStatus
 from core.eventstore import ConcurrencyError
+from core.observability.context import correlation_scope, get_correlation_id
 from core.observability.metrics import Metrics
+from core.observability.tracing import get_tracer
 from core.runtime.faults import FaultPlan
 from core.uow import UnitOfWork, UnitOfWorkFactory
 from realtime.exchanges.base import (
@@ -33,6 +35,7 @@ from realtime.exchanges.base import (
 from realtime.orders.venues import VenueRegistry
 
 log = structlog.get_logger(__name__)
+_tracer = get_tracer(__name__)
 
 _REFUSED = (OrderRejected, InsufficientFunds, AuthenticationFailed)
 _STUCK = """
@@ -114,9 +117,14 @@ class Execution:
 
     async def submit(self, order: Order, fresh: bool = False) -> None:
         """Send one ``submitted`` order. ``fresh``: this process just committed it, so no earlier attempt exists;
-        otherwise the venue is asked first whether an earlier attempt reached it."""
+        otherwise the venue is asked first whether an earlier attempt reached it. Runs under the order's own
+        correlation id (a sweep's resend too), so the venue call's logs and span name the request."""
         if order.id in self.in_flight:
             return
+        with correlation_scope(order.correlation_id or get_correlation_id(), order.id):
+            await self._submit(order, fresh)
+
+    async def _submit(self, order: Order, fresh: bool) -> None:
         self.in_flight.add(order.id)
         self._placing[order.id] = asyncio.Event()
         started = time.perf_counter()
@@ -141,7 +149,16 @@ class Execution:
             )
             try:
                 self.faults.maybe_crash("orders.before_venue")
-                ack = await adapter.place_order(request)
+                with _tracer.start_as_current_span(
+                    "exchange.place_order",
+                    attributes={
+                        "exchange": order.exchange,
+                        "symbol": order.symbol,
+                        "order.id": order.id,
+                        "correlation_id": get_correlation_id() or "",
+                    },
+                ):
+                    ack = await adapter.place_order(request)
                 self.faults.maybe_crash("orders.after_venue_ack")
             except _REFUSED as refused:
                 self._sent.labels(exchange=order.exchange, outcome="rejected").inc()
@@ -156,6 +173,13 @@ class Execution:
             elapsed = time.perf_counter() - started
             self._latency.observe(elapsed)
             self._sent.labels(exchange=order.exchange, outcome="accepted").inc()
+            log.info(
+                "order placed on the venue",
+                order_id=order.id,
+                exchange=order.exchange,
+                exchange_order_id=ack.exchange_order_id,
+                venue_ms=round(elapsed * 1000, 2),
+            )
             if self.on_ack is not None:
                 await self.on_ack(order, ack, elapsed)
             await self._record_ack(order, ack)

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -33,6 +35,7 @@ def platform_env(data_dir: Path) -> dict[str, str]:
         PATRIOT_EMBEDDED_PG_PORT=str(free_port()),
         PATRIOT_EMBEDDED_REDIS_PORT=str(free_port()),
         PATRIOT_MD_SIMULATOR_PORT=str(free_port()),
+        PATRIOT_API_PORT=str(free_port()),
         PATRIOT_LOG_JSON="false",
     )
     return env
@@ -80,6 +83,19 @@ def drain(proc: subprocess.Popen[str], into: list[str] | None = None) -> None:
     threading.Thread(target=read, daemon=True).start()
 
 
+def _get_when_up(url: str, timeout: float = 60) -> str:
+    """The body of GET ``url`` once it answers 200 (the service may still be starting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return str(response.read().decode())
+        except (OSError, urllib.error.URLError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def start_up(env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "cli.main", "up"],
@@ -107,9 +123,13 @@ def test_up_from_nothing_then_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
         later: list[str] = []
         drain(proc, later)
         assert_schema_and_relay(env, lines)
-        assert all(f"  {name} " in "".join(lines) for name in ("orders", "lifecycle", "risk", "simulator"))
+        assert all(f"  {name} " in "".join(lines) for name in ("orders", "lifecycle", "risk", "simulator", "api"))
         assert len(processes_under(data_dir)) >= 2  # postgres and valkey at least
-        time.sleep(8)
+        api = f"http://127.0.0.1:{env['PATRIOT_API_PORT']}"
+        assert api in "".join(lines)  # `up` says where the API listens
+        assert _get_when_up(f"{api}/ready").startswith('{"status":"ready"')
+        assert "/orders" in _get_when_up(f"{api}/openapi.json")  # the OpenAPI docs are served
+        time.sleep(5)
         assert not [line for line in later if "exited; restarting" in line], "".join(later)[-3000:]
         assert (data_dir / "secrets").exists()  # dev master key generated once
         proc.send_signal(signal.SIGINT)

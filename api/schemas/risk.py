@@ -1,0 +1,73 @@
+"""Risk limit and kill-switch requests and answers (fund managers and admins)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from api.schemas.orders import Amount
+
+Scope = Literal["fund", "user", "account"]
+LimitType = Literal[
+    "max_order_notional",
+    "max_position_per_symbol",
+    "max_open_orders",
+    "max_orders_per_minute",
+    "price_band_pct",
+    "daily_loss_limit",
+    "max_leverage",
+    "max_drawdown_pct",
+    "auto_kill_switch",
+    "max_gross_exposure",
+]
+
+
+class _Scoped(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scope: Scope
+    scope_id: str = Field("", max_length=64, description="a user id, an account id, or empty for the fund")
+
+    @model_validator(mode="after")
+    def _scope_id_matches(self) -> Self:
+        if self.scope == "fund":
+            self.scope_id = ""
+            return self
+        try:
+            self.scope_id = str(uuid.UUID(self.scope_id))
+        except ValueError:
+            raise ValueError(f"a {self.scope} scope needs scope_id: the {self.scope}'s id (a UUID)") from None
+        return self
+
+
+class RiskLimitSet(_Scoped):
+    """Set one limit of a scope; ``value`` null lifts it. Applies to the next order, no restart."""
+
+    limit_type: LimitType
+    value: Decimal | None = Field(None, ge=0, allow_inf_nan=False)
+
+
+class RiskLimitPublic(BaseModel):
+    scope: Scope
+    scope_id: str
+    limit_type: str
+    value: Amount | None
+    active: bool
+    updated_at: datetime | None = None
+
+
+class KillSwitchActivate(_Scoped):
+    """Block new orders in the scope and cancel every open one."""
+
+    reason: str = Field("manual", min_length=1, max_length=200)
+
+
+class KillSwitchPublic(BaseModel):
+    scope: Scope
+    scope_id: str
+    active: bool
+    message: str | None = None

@@ -1,0 +1,262 @@
+"""Who may call the API: users' records, password logins, refresh rotation, the Telegram link flow.
+
+Users are rows of ``users`` (read and written here, the one place the API touches them). Staff log in with a
+password (argon2); Telegram users are bound to their Telegram id through a one-time link code that lives in Redis
+for ``link_code_ttl_s``, and the bot (a service token with ``telegram:link``) then gets tokens for them. A refresh
+is answered with the user's current role, and refused once the user is no longer active, so demoting or
+suspending someone takes effect at their next refresh (access tokens live ``access_ttl_s`` at most).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import errors
+from psycopg.rows import dict_row
+
+from api.errors import ApiError
+from api.passwords import hash_password, needs_rehash, verify_password
+from api.state import ApiState
+from api.tokens import TokenPair
+from core.observability.logging import get_logger
+
+log = get_logger("api.auth")
+
+ACTIVE = "active"
+# Crockford's base32 without I, L, O, U: nothing to misread when a user types the code to the bot
+_CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_CODE_LENGTH = 8  # 40 bits, alive for minutes and redeemable only by a service token
+_COLUMNS = "id::text, username, role, status, telegram_id, password_hash, created_at, updated_at"
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    id: str
+    username: str
+    role: str
+    status: str
+    telegram_id: int | None
+    password_hash: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == ACTIVE
+
+    def public(self) -> dict[str, Any]:
+        """The fields a response may carry: everything but the password hash."""
+        return {
+            "id": self.id,
+            "username": self.username,
+            "role": self.role,
+            "status": self.status,
+            "telegram_id": self.telegram_id,
+            "has_password": self.password_hash is not None,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+# -- user records --------------------------------------------------------------------------------------------------
+async def _one(state: ApiState, sql: str, params: tuple[Any, ...]) -> UserRecord | None:
+    async with state.kernel.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)
+        row = await cur.fetchone()
+    return UserRecord(**row) if row else None
+
+
+async def get_user(state: ApiState, user_id: str) -> UserRecord | None:
+    return await _one(state, f"SELECT {_COLUMNS} FROM users WHERE id = %s", (user_id,))
+
+
+async def get_user_by_username(state: ApiState, username: str) -> UserRecord | None:
+    return await _one(state, f"SELECT {_COLUMNS} FROM users WHERE username = %s", (username,))
+
+
+async def get_user_by_telegram_id(state: ApiState, telegram_id: int) -> UserRecord | None:
+    return await _one(state, f"SELECT {_COLUMNS} FROM users WHERE telegram_id = %s", (telegram_id,))
+
+
+async def list_users(
+    state: ApiState, *, limit: int, offset: int, role: str | None = None, status: str | None = None
+) -> tuple[list[UserRecord], int]:
+    """One page of users (oldest first) and how many match the filters in all."""
+    where = "WHERE (%(role)s::text IS NULL OR role = %(role)s) AND (%(status)s::text IS NULL OR status = %(status)s)"
+    params = {"role": role, "status": status, "limit": limit, "offset": offset}
+    async with state.kernel.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_COLUMNS} FROM users {where} ORDER BY created_at, id LIMIT %(limit)s OFFSET %(offset)s", params
+        )
+        rows = await cur.fetchall()
+        await cur.execute(f"SELECT count(*) AS total FROM users {where}", params)
+        total = await cur.fetchone()
+    return [UserRecord(**row) for row in rows], int(total["total"]) if total else 0
+
+
+async def create_user(state: ApiState, *, username: str, role: str, password: str | None) -> UserRecord:
+    password_hash = await _hash(password) if password is not None else None
+    try:
+        record = await _one(
+            state,
+            f"INSERT INTO users (id, username, role, password_hash) VALUES (%s, %s, %s, %s) RETURNING {_COLUMNS}",
+            (uuid.uuid4(), username, role, password_hash),
+        )
+    except errors.UniqueViolation:
+        raise ApiError(409, "username_taken", f"a user named {username!r} exists: choose another name") from None
+    assert record is not None
+    log.info("user created", user_id=record.id, role=role)
+    return record
+
+
+async def update_user(
+    state: ApiState, user_id: str, *, role: str | None, status: str | None, password: str | None
+) -> UserRecord | None:
+    """Change the given fields; None when there is no such user."""
+    password_hash = await _hash(password) if password is not None else None
+    record = await _one(
+        state,
+        f"UPDATE users SET role = coalesce(%s, role), status = coalesce(%s, status), "
+        f"password_hash = coalesce(%s, password_hash), updated_at = now() WHERE id = %s RETURNING {_COLUMNS}",
+        (role, status, password_hash, user_id),
+    )
+    if record is not None:
+        log.info("user updated", user_id=user_id, role=role, status=status, password_changed=password is not None)
+    return record
+
+
+# -- logins and sessions -------------------------------------------------------------------------------------------
+async def login(state: ApiState, username: str, password: str) -> TokenPair:
+    """A new session for a user with a password. Unknown user and wrong password answer the same."""
+    await _throttle_login(state, username)
+    user = await get_user_by_username(state, username)
+    # an unknown user is verified against a dummy hash, so both failures cost the same time
+    if not await asyncio.to_thread(verify_password, user.password_hash if user else None, password) or user is None:
+        log.info("login refused", reason="invalid_credentials")
+        raise ApiError(401, "invalid_credentials", "the username or password is wrong")
+    if not user.is_active:
+        raise ApiError(403, "user_disabled", f"this user is {user.status}: ask an administrator")
+    if user.password_hash is not None and needs_rehash(user.password_hash):
+        # argon2's parameters were raised since this hash was made: store one at today's cost
+        async with state.kernel.pool.connection() as conn:
+            await conn.execute("UPDATE users SET password_hash = %s WHERE id = %s", (await _hash(password), user.id))
+    log.info("login", user_id=user.id, role=user.role)
+    return state.tokens.issue_pair(user.id, user.role, user.username)
+
+
+async def _hash(password: str) -> str:
+    # argon2 takes a few hundred milliseconds of CPU by design: off the event loop, so other requests go on
+    return await asyncio.to_thread(hash_password, password)
+
+
+async def refresh(state: ApiState, refresh_token: str) -> TokenPair:
+    """Spend the refresh token for a new pair in its family, carrying the user's current role."""
+    claims = await state.tokens.spend_refresh(refresh_token)
+    assert claims.family is not None
+    user = await get_user(state, claims.subject)
+    if user is None or not user.is_active:
+        await state.tokens.revoke_family_id(claims.family, "disabled")
+        raise ApiError(403, "user_disabled", "this user is no longer active: ask an administrator")
+    return state.tokens.issue_pair(user.id, user.role, user.username, claims.family)
+
+
+async def _throttle_login(state: ApiState, username: str) -> None:
+    """At most ``rate_limit_login_per_min`` attempts per username and minute, whatever their outcome."""
+    limit = state.kernel.settings.api.rate_limit_login_per_min
+    key = f"{state.kernel.names.prefix}ratelimit:login:{username}"
+    async with state.kernel.redis.pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, 60, nx=True)
+        pipe.ttl(key)
+        attempts, _, ttl = await pipe.execute()
+    if int(attempts) > limit:
+        state.extras["metrics"].rate_limited.labels("login").inc()
+        retry_after = str(max(1, int(ttl)))
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many login attempts for this user: retry in {retry_after} s",
+            headers={"Retry-After": retry_after},
+        )
+
+
+# -- the Telegram link flow ----------------------------------------------------------------------------------------
+def _code_key(state: ApiState, code: str) -> str:
+    return f"{state.kernel.names.prefix}auth:link-code:{code}"
+
+
+def _user_code_key(state: ApiState, user_id: str) -> str:
+    return f"{state.kernel.names.prefix}auth:link-code-of:{user_id}"
+
+
+def normalize_code(code: str) -> str:
+    return code.replace("-", "").replace(" ", "").upper()
+
+
+async def issue_link_code(state: ApiState, user_id: str) -> tuple[str, int]:
+    """A new one-time code for ``user_id`` (its earlier code stops working) and its lifetime in seconds."""
+    ttl = state.kernel.settings.api.link_code_ttl_s
+    redis = state.kernel.redis
+    while True:
+        code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(_CODE_LENGTH))
+        if await redis.set(_code_key(state, code), user_id.encode(), nx=True, ex=ttl):
+            break
+    previous = await redis.set(_user_code_key(state, user_id), code.encode(), ex=ttl, get=True)
+    if previous is not None:
+        await redis.delete(_code_key(state, _text(previous)))
+    log.info("telegram link code issued", user_id=user_id)
+    return code, ttl
+
+
+async def link_telegram(state: ApiState, code: str, telegram_id: int) -> UserRecord:
+    """Bind ``telegram_id`` to the user the code was issued for; the code works once."""
+    key = _code_key(state, normalize_code(code))
+    redis = state.kernel.redis
+    stored = await redis.get(key)
+    if stored is None:
+        raise _bad_code()
+    user_id = _text(stored)
+    owner = await get_user_by_telegram_id(state, telegram_id)
+    if owner is not None and owner.id != user_id:
+        raise _telegram_taken()
+    if await redis.getdel(key) is None:  # redeemed concurrently
+        raise _bad_code()
+    try:
+        record = await _one(
+            state,
+            f"UPDATE users SET telegram_id = %s, updated_at = now() WHERE id = %s RETURNING {_COLUMNS}",
+            (telegram_id, user_id),
+        )
+    except errors.UniqueViolation:
+        raise _telegram_taken() from None
+    if record is None:
+        raise ApiError(404, "user_not_found", "the user this code was issued for no longer exists")
+    log.info("telegram linked", user_id=record.id)
+    return record
+
+
+async def telegram_token(state: ApiState, telegram_id: int) -> TokenPair:
+    """A new session for the user bound to ``telegram_id`` (asked for by the bot)."""
+    user = await get_user_by_telegram_id(state, telegram_id)
+    if user is None:
+        raise ApiError(404, "telegram_not_linked", "no user is linked to this Telegram id: link it with a code first")
+    if not user.is_active:
+        raise ApiError(403, "user_disabled", f"this user is {user.status}: ask an administrator")
+    return state.tokens.issue_pair(user.id, user.role, user.username)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bad_code() -> ApiError:
+    return ApiError(400, "invalid_link_code", "the link code is unknown, expired or already used: ask for a new one")
+
+
+def _telegram_taken() -> ApiError:
+    return ApiError(409, "telegram_id_taken", "this Telegram id is linked to another user")
