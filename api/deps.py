@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError
 from api.permissions import Permission, Role, permissions_of
-from api.ratelimit import check_user_rate
+from api.ratelimit import check_authenticated
 from api.state import ApiState
 from api.tokens import ACCESS, SERVICE
 
@@ -66,8 +66,9 @@ async def get_principal(
     if claims.token_type == SERVICE and await state.tokens.is_revoked(claims):
         raise ApiError(401, "token_revoked", "this service token was revoked", headers={"WWW-Authenticate": "Bearer"})
     principal = AuthPrincipal(claims.subject, claims.role, claims.token_id, claims.username)
-    if not principal.is_service:  # per-user rate limit (429); internal services act for many users
-        await check_user_rate(state, principal.subject)
+    if not principal.is_service:  # per-IP and per-user limits (429) and the user's token cutoff (401)
+        client = request.client
+        await check_authenticated(state, client.host if client else None, principal.subject, claims.issued_at_ms)
     request.state.principal = principal
     return principal
 

@@ -37,6 +37,15 @@ local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
+# An authenticated request's one round trip: its address's count, its user's count, and the user's token cutoff.
+_AUTHENTICATED = """
+local ip = redis.call('INCR', KEYS[1])
+if ip == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local user = redis.call('INCR', KEYS[2])
+if user == 1 then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
+local cutoff = redis.call('GET', KEYS[3])
+return {ip, user, cutoff or ''}
+"""
 
 log = get_logger("api.ratelimit")
 
@@ -54,6 +63,7 @@ class RateLimiter:
 
     def __init__(self, redis: Redis, prefix: str, metrics: ApiMetrics, ip_per_min: int, user_per_min: int) -> None:
         self._script = redis.register_script(_INCREMENT)
+        self._authenticated = redis.register_script(_AUTHENTICATED)
         self._prefix = f"{prefix}api:ratelimit:"
         self._metrics = metrics
         self.limits = {IP: ip_per_min, USER: user_per_min}
@@ -72,6 +82,25 @@ class RateLimiter:
         if not allowed:
             self._metrics.rate_limited.labels(scope).inc()
         return Verdict(allowed, count, limit, retry_after)
+
+    async def hit_authenticated(self, ip: str | None, user_id: str, cutoff_key: str) -> tuple[Verdict, Verdict, int]:
+        """Count one request against its address and its user, and read the user's token cutoff, in one call."""
+        now = time.time()
+        window = int(now // WINDOW_S)
+        retry_after = max(1, math.ceil((window + 1) * WINDOW_S - now))
+        keys = [f"{self._prefix}{IP}:{ip or '-'}:{window}", f"{self._prefix}{USER}:{user_id}:{window}", cutoff_key]
+        try:
+            ip_count, user_count, cutoff = await self._authenticated(keys=keys, args=[WINDOW_S + 1])
+        except (RedisError, OSError) as exc:
+            log.warning("rate limit check failed; letting the request through", error=repr(exc))
+            ip_count, user_count, cutoff = 0, 0, b""
+        verdicts = []
+        for scope, count in ((IP, int(ip_count)), (USER, int(user_count))):
+            allowed = (ip is None and scope == IP) or count <= self.limits[scope]
+            if not allowed:
+                self._metrics.rate_limited.labels(scope).inc()
+            verdicts.append(Verdict(allowed, count, self.limits[scope], retry_after))
+        return verdicts[0], verdicts[1], int(cutoff) if cutoff else 0
 
 
 def rate_limiter(state: ApiState) -> RateLimiter:
@@ -95,17 +124,47 @@ def _message(verdict: Verdict, scope: str) -> str:
     return f"too many requests from {who}: the limit is {verdict.limit} a minute; retry after {verdict.retry_after_s} s"
 
 
+def _too_many(verdict: Verdict, scope: str) -> ApiError:
+    return ApiError(
+        429,
+        "rate_limited",
+        _message(verdict, scope),
+        {"scope": scope, "limit_per_minute": verdict.limit, "retry_after_s": verdict.retry_after_s},
+        headers={"Retry-After": str(verdict.retry_after_s)},
+    )
+
+
 async def check_user_rate(state: ApiState, user_id: str) -> None:
     """Count one request of an authenticated user; over the per-user limit, answer 429 with ``Retry-After``."""
     verdict = await rate_limiter(state).hit(USER, user_id)
     if not verdict.allowed:
+        raise _too_many(verdict, USER)
+
+
+async def check_authenticated(state: ApiState, client_ip: str | None, user_id: str, issued_at_ms: int) -> None:
+    """An authenticated user's request: per-IP and per-user limits (429) and the user's token cutoff (401: the
+    user's role or status changed after this token was issued), all in one Redis round trip."""
+    ip_verdict, user_verdict, cutoff = await rate_limiter(state).hit_authenticated(
+        client_ip, user_id, state.tokens.user_cutoff_key(user_id)
+    )
+    if not ip_verdict.allowed:
+        raise _too_many(ip_verdict, IP)
+    if not user_verdict.allowed:
+        raise _too_many(user_verdict, USER)
+    if cutoff and issued_at_ms <= cutoff:
         raise ApiError(
-            429,
-            "rate_limited",
-            _message(verdict, USER),
-            {"scope": USER, "limit_per_minute": verdict.limit, "retry_after_s": verdict.retry_after_s},
-            headers={"Retry-After": str(verdict.retry_after_s)},
+            401,
+            "token_revoked",
+            "your role or status changed after this token was issued: refresh it or log in again",
+            headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+def _bears_token(scope: dict[str, Any]) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            return value[:7].lower() == b"bearer "
+    return False
 
 
 class IpRateLimitMiddleware:
@@ -116,7 +175,9 @@ class IpRateLimitMiddleware:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path") in EXEMPT_PATHS:
+        if scope["type"] != "http" or scope.get("path") in EXEMPT_PATHS or _bears_token(scope):
+            # a request with a bearer token is counted against its address together with its user, in one call
+            # after the token is verified (api.deps); one with a bad token is refused there before any work
             await self.app(scope, receive, send)
             return
         state: ApiState | None = getattr(scope["app"].state, "api", None)

@@ -67,6 +67,7 @@ class Claims:
     expires_at: int
     family: str | None = None
     username: str | None = None
+    issued_at_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +86,11 @@ class TokenService:
 
     # -- issuing ---------------------------------------------------------------------------------------------
     def _encode(self, claims: dict[str, Any], ttl_s: int) -> str:
-        now = int(time.time())
-        payload = {**claims, "iss": self._settings.jwt_issuer, "iat": now, "exp": now + ttl_s}
+        now_ms = time.time_ns() // 1_000_000
+        now = now_ms // 1000
+        # "ims": the issue time in ms, so a user cut-off (role or status change) never catches a token issued
+        # after it within the same second
+        payload = {**claims, "iss": self._settings.jwt_issuer, "iat": now, "ims": now_ms, "exp": now + ttl_s}
         payload.setdefault("jti", uuid.uuid4().hex)
         return jwt.encode(payload, self._secret, algorithm=ALGORITHM)
 
@@ -134,6 +138,7 @@ class TokenService:
             expires_at=int(payload["exp"]),
             family=payload.get("fam"),
             username=payload.get("name"),
+            issued_at_ms=int(payload.get("ims") or int(payload["iat"]) * 1000),
         )
 
     async def spend_refresh(self, refresh_token: str) -> Claims:
@@ -174,6 +179,15 @@ class TokenService:
         """Revoke a token by its ``jti`` for ``ttl_s`` (default: a service token's whole lifetime)."""
         ttl = ttl_s if ttl_s is not None else self._settings.service_token_ttl_s
         await self._redis.set(f"{self._prefix}revoked-jti:{token_id}", b"1", ex=ttl)
+
+    def user_cutoff_key(self, user_id: str) -> str:
+        """Access tokens of this user issued at or before the second stored here are no longer honoured."""
+        return f"{self._prefix}user-cutoff:{user_id}"
+
+    async def cut_off_user(self, user_id: str) -> None:
+        """End every access token of a user now (role or status changed); refresh re-reads the user."""
+        now_ms = time.time_ns() // 1_000_000
+        await self._redis.set(self.user_cutoff_key(user_id), now_ms, ex=self._settings.access_ttl_s + 60)
 
     async def is_revoked(self, claims: Claims) -> bool:
         return bool(await self._redis.exists(f"{self._prefix}revoked-jti:{claims.token_id}"))

@@ -126,6 +126,8 @@ async def update_user(
         (role, status, password_hash, user_id),
     )
     if record is not None:
+        if role is not None or status is not None:  # a demoted or suspended user's tokens stop working now
+            await state.tokens.cut_off_user(user_id)
         log.info("user updated", user_id=user_id, role=role, status=status, password_changed=password is not None)
     return record
 

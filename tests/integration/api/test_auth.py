@@ -113,6 +113,8 @@ async def test_refresh_carries_the_current_role_and_stops_for_a_suspended_user(a
         f"/users/{user.user_id}", json={"role": "fund_manager"}, headers=api.headers(admin)
     )
     assert promoted.status_code == 200 and promoted.json()["role"] == "fund_manager"
+    stale = await _me(api, pair["access_token"])  # the access token issued before the change ends at once
+    assert stale.status_code == 401 and error_code(stale) == "token_revoked"
     pair = (await _refresh(api, pair["refresh_token"])).json()
     assert (await _me(api, pair["access_token"])).json()["role"] == "fund_manager"
 
