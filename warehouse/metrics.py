@@ -30,6 +30,7 @@ __all__ = [
     "VarRow",
     "conditional_value_at_risk",
     "performance",
+    "performance_table",
     "value_at_risk",
     "var_table",
 ]
@@ -39,6 +40,10 @@ VAR_METHODS: tuple[str, ...] = ("historical", "gaussian", "cornish_fisher")
 
 _STANDARD_NORMAL = NormalDist()
 _FloatArray: TypeAlias = npt.NDArray[np.float64]
+_IntArray: TypeAlias = npt.NDArray[np.int64]
+_BoolArray: TypeAlias = npt.NDArray[np.bool_]
+_TABLE_BLOCK_CELLS = 1 << 22
+"""performance_table pads series of similar length into blocks of at most this many cells (memory bound)."""
 
 
 class _HasToNumpy(Protocol):
@@ -92,8 +97,7 @@ def performance(returns: ReturnsInput, periods_per_year: int = 365, risk_free: f
     """
     r = _as_returns(returns)
     p = _check_periods_per_year(periods_per_year)
-    if not math.isfinite(risk_free) or risk_free <= -1.0:
-        raise ValueError(f"risk_free must be a finite annual rate above -100%, got {risk_free!r}")
+    _check_risk_free(risk_free)
     n = r.size
     if n == 0:
         return {key: (0.0 if key == "periods" else math.nan) for key in PERFORMANCE_KEYS}
@@ -131,6 +135,43 @@ def performance(returns: ReturnsInput, periods_per_year: int = 365, risk_free: f
         "kurtosis": _sample_excess_kurtosis(r),
         "exposure": active / n,
     }
+
+
+def performance_table(
+    returns: ReturnsInput, lengths: npt.ArrayLike, periods_per_year: int = 365, risk_free: float = 0.0
+) -> dict[str, _FloatArray]:
+    """``performance`` of many series in one pass, for marts with a series per scope.
+
+    ``returns`` holds the series one after another and ``lengths`` the number of returns of each (0 for an empty
+    series). Every key of ``PERFORMANCE_KEYS`` maps to an array with one figure per series, equal to what
+    ``performance`` gives for that series up to float rounding (sums are added in another order); where
+    ``performance`` raises OverflowError for a CAGR beyond floats, the CAGR here is inf.
+    """
+    r = _as_returns(returns)
+    p = _check_periods_per_year(periods_per_year)
+    _check_risk_free(risk_free)
+    n = np.asarray(lengths)
+    if n.ndim != 1 or (n.size and (n.dtype.kind not in "iu" or int(n.min()) < 0)):
+        raise ValueError("lengths must be a one-dimensional sequence of non-negative integers")
+    n = n.astype(np.int64)
+    if int(n.sum()) != r.size:
+        raise ValueError(f"lengths add up to {int(n.sum())} returns, but there are {r.size}")
+
+    table = {key: np.full(n.size, math.nan) for key in PERFORMANCE_KEYS}
+    starts = np.cumsum(n) - n
+    for block in _blocks_of_similar_length(n):
+        width = int(n[block].max())
+        if width == 0:
+            continue
+        valid = np.arange(width) < n[block, None]
+        matrix = np.zeros((block.size, width))
+        matrix[valid] = r[(starts[block, None] + np.arange(width))[valid]]
+        for key, values in _performance_block(matrix, valid, n[block], p, risk_free).items():
+            table[key][block] = values
+    empty = n == 0
+    for key in PERFORMANCE_KEYS:
+        table[key][empty] = 0.0 if key == "periods" else math.nan
+    return table
 
 
 def value_at_risk(returns: ReturnsInput, level: float = 0.95, method: str = "historical") -> float:
@@ -229,6 +270,12 @@ def _check_periods_per_year(periods_per_year: int) -> int:
     return int(periods_per_year)
 
 
+def _check_risk_free(risk_free: float) -> None:
+    """Reject an annual risk-free rate that is not finite or loses everything."""
+    if not math.isfinite(risk_free) or risk_free <= -1.0:
+        raise ValueError(f"risk_free must be a finite annual rate above -100%, got {risk_free!r}")
+
+
 def _check_level(level: float) -> float:
     """Reject a confidence level outside (0, 1); 95 meaning 95% is refused rather than guessed."""
     if not 0.0 < level < 1.0:
@@ -308,3 +355,130 @@ def _drawdown(r: _FloatArray) -> tuple[float, int]:
     # peak = first_under - 1; the end is the recovery (last_under + 1) or, if never recovered, the last period.
     ends = np.where(last_under < last_index, last_under + 1, last_index)
     return float(np.min(drawdown)), int(np.max(ends - (first_under - 1)))
+
+
+def _blocks_of_similar_length(lengths: _IntArray) -> list[_IntArray]:
+    """Series indices grouped by length, so that padding each group to one matrix wastes at most half of it (or
+    fewer than _TABLE_BLOCK_CELLS cells) and no matrix exceeds four times that."""
+    order = np.argsort(lengths, kind="stable")
+    blocks: list[_IntArray] = []
+    first, data = 0, 0
+    for position, series in enumerate(order):
+        length = int(lengths[series])
+        cells = (position + 1 - first) * length  # sorted by length: this series is the block's widest
+        if position > first and (
+            cells > max(_TABLE_BLOCK_CELLS, 2 * (data + length)) or cells > 4 * _TABLE_BLOCK_CELLS
+        ):
+            blocks.append(np.sort(order[first:position]))
+            first, data = position, 0
+        data += length
+    if order.size:
+        blocks.append(np.sort(order[first:]))
+    return blocks
+
+
+def _performance_block(
+    r: _FloatArray, valid: _BoolArray, lengths: _IntArray, p: int, risk_free: float
+) -> dict[str, _FloatArray]:
+    """``performance`` of each row of ``r``, whose first ``lengths`` cells are returns and the rest 0.0 padding.
+
+    The same formulas as ``performance``, along axis 1; rows must not be empty.
+    """
+    n = lengths.astype(np.float64)
+    with np.errstate(all="ignore"):  # the NaN and inf of the documented edge cases
+        nav_end = np.prod(1.0 + r, axis=1)  # padding multiplies by exactly 1.0
+        cagr = np.power(nav_end, p / n) - 1.0
+        max_dd, max_dd_duration = _drawdown_rows(r, lengths)
+        moments = _RowMoments(r, valid, n)
+        rf_per_period = (1.0 + risk_free) ** (1.0 / p) - 1.0
+        excess = np.where(valid, r - rf_per_period, 0.0)
+        excess_moments = moments if rf_per_period == 0.0 else _RowMoments(excess, valid, n)
+        downside_deviation = np.sqrt(np.sum(np.minimum(excess, 0.0) ** 2, axis=1) / n)
+        win_count, loss_count = np.count_nonzero(r > 0.0, axis=1), np.count_nonzero(r < 0.0, axis=1)
+        active = win_count + loss_count
+        gross_profit, gross_loss = np.sum(np.maximum(r, 0.0), axis=1), -np.sum(np.minimum(r, 0.0), axis=1)
+        return {
+            "periods": n,
+            "total_return": nav_end - 1.0,
+            "cagr": cagr,
+            "volatility": moments.sample_std() * math.sqrt(p),
+            "sharpe": _ratio_rows(excess_moments.mean, excess_moments.sample_std()) * math.sqrt(p),
+            "sortino": _ratio_rows(excess_moments.mean, downside_deviation) * math.sqrt(p),
+            "calmar": _ratio_rows(cagr, np.abs(max_dd)),
+            "max_drawdown": max_dd,
+            "max_drawdown_duration": max_dd_duration.astype(np.float64),
+            "win_rate": np.where(active > 0, win_count / active, math.nan),
+            "profit_factor": np.where(
+                gross_loss == 0.0, np.where(gross_profit > 0.0, math.inf, math.nan), gross_profit / gross_loss
+            ),
+            "expectancy": moments.mean,
+            "avg_win": np.where(win_count > 0, gross_profit / win_count, math.nan),
+            "avg_loss": np.where(loss_count > 0, -gross_loss / loss_count, math.nan),
+            "best": moments.largest,
+            "worst": moments.smallest,
+            "skew": moments.skew(),
+            "kurtosis": moments.excess_kurtosis(),
+            "exposure": active / n,
+        }
+
+
+class _RowMoments:
+    """Mean, extremes and central moments of each row of ``x`` over its ``valid`` cells (``n`` of them; the rest
+    are 0.0 padding)."""
+
+    def __init__(self, x: _FloatArray, valid: _BoolArray, n: _FloatArray) -> None:
+        self.n = n
+        self.mean: _FloatArray = np.sum(x, axis=1) / n
+        self.largest: _FloatArray = np.max(np.where(valid, x, -math.inf), axis=1)
+        self.smallest: _FloatArray = np.min(np.where(valid, x, math.inf), axis=1)
+        self.equal = self.largest == self.smallest  # np.ptp == 0: the moments are exactly 0, not float dust
+        deviations = np.where(valid, x - self.mean[:, None], 0.0)
+        squares = deviations * deviations  # products, not **3 and **4: pow() is several times slower
+        self.sum_of_squares: _FloatArray = np.sum(squares, axis=1)
+        self.m3: _FloatArray = np.sum(squares * deviations, axis=1) / n
+        self.m4: _FloatArray = np.sum(squares * squares, axis=1) / n
+
+    def sample_std(self) -> _FloatArray:
+        """``_sample_std``: sample std, exactly 0 for equal values, NaN below two points."""
+        std = np.sqrt(self.sum_of_squares / (self.n - 1.0))
+        return np.where(self.n < 2, math.nan, np.where(self.equal, 0.0, std))
+
+    def skew(self) -> _FloatArray:
+        """``_sample_skew``: NaN below three points or for equal values."""
+        n, m2 = self.n, self.sum_of_squares / self.n
+        skew = self.m3 / (m2 * np.sqrt(m2)) * np.sqrt(n * (n - 1)) / (n - 2)
+        return np.where((n < 3) | self.equal, math.nan, skew)
+
+    def excess_kurtosis(self) -> _FloatArray:
+        """``_sample_excess_kurtosis``: NaN below four points or for equal values."""
+        n, m2 = self.n, self.sum_of_squares / self.n
+        kurtosis = ((n + 1) * (self.m4 / m2**2 - 3.0) + 6.0) * (n - 1) / ((n - 2) * (n - 3))
+        return np.where((n < 4) | self.equal, math.nan, kurtosis)
+
+
+def _ratio_rows(numerator: _FloatArray, denominator: _FloatArray) -> _FloatArray:
+    """``_ratio`` element-wise: NaN where the denominator is zero or NaN."""
+    undefined = np.isnan(denominator) | (denominator == 0.0)
+    return np.where(undefined, math.nan, numerator / np.where(undefined, 1.0, denominator))
+
+
+def _drawdown_rows(r: _FloatArray, lengths: _IntArray) -> tuple[_FloatArray, _IntArray]:
+    """``_drawdown`` of each row: deepest drawdown, and longest peak-to-recovery span in periods.
+
+    Padding returns are 0.0, so the NAV stays flat after a row's last period: the deepest drawdown is unchanged,
+    and a run still underwater at the last period ends there whether or not it goes on into the padding.
+    """
+    rows, width = r.shape
+    wealth = np.ones((rows, width + 1))
+    wealth[:, 1:] = np.cumprod(1.0 + r, axis=1)
+    drawdown = wealth / np.maximum.accumulate(wealth, axis=1) - 1.0
+    underwater = np.zeros((rows, width + 3), dtype=np.int8)  # one flat period on both sides of each row
+    underwater[:, 1:-1] = drawdown < 0.0
+    edges = np.flatnonzero(np.diff(underwater, axis=1))
+    row, column = np.divmod(edges, width + 2)
+    run_row, first_under, last_under = row[0::2], column[0::2], column[1::2] - 1
+    last_index = lengths[run_row]
+    ends = np.where(last_under < last_index, last_under + 1, last_index)
+    duration = np.zeros(rows, dtype=np.int64)
+    np.maximum.at(duration, run_row, ends - (first_under - 1))
+    return np.min(drawdown, axis=1), duration

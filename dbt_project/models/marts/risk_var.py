@@ -10,6 +10,28 @@ import sys
 
 LEVELS = (0.95, 0.99)
 
+# As in performance.py: scopes numbered in (scope, scope_id) order and returns sorted by that number and day
+# (DuckDB sorts the integer far faster than the strings); rows without a scope are left out, as a pandas groupby
+# leaves them.
+SCOPES = """
+    select scope, scope_id, row_number() over (order by scope, scope_id) - 1 as series
+    from (select distinct scope, scope_id from nav where scope is not null and scope_id is not null)
+"""
+SERIES = """
+    select scope, scope_id, count("return") filter (where not isnan("return")) as periods
+    from nav
+    where scope is not null and scope_id is not null
+    group by scope, scope_id
+    order by scope, scope_id
+"""
+RETURNS = f"""
+    with scopes as ({SCOPES})
+    select n."return"
+    from nav as n join scopes as s using (scope, scope_id)
+    where n."return" is not null and not isnan(n."return")
+    order by s.series, n.day
+"""
+
 
 def _metrics():
     """warehouse.metrics, importable from the repository root (PATRIOT_ROOT, else the project's parent)."""
@@ -21,21 +43,59 @@ def _metrics():
     return metrics
 
 
+def _float64s(column):
+    """An Arrow float64 column without nulls as numpy, read from its buffer (pyarrow's to_numpy imports pandas)."""
+    import numpy as np
+
+    array = column.combine_chunks()
+    assert array.null_count == 0
+    if len(array) == 0:
+        return np.zeros(0, dtype=np.float64)
+    return np.frombuffer(array.buffers()[1], dtype=np.float64)[array.offset : array.offset + len(array)]
+
+
+def _arrow(values):
+    """A float64 array, or a list of str, as an Arrow column with NaN and None as null, as a pandas frame is
+    written; built from buffers because pa.array imports pandas, half a second of a cold dbt run."""
+    import numpy as np
+    import pyarrow as pa
+
+    if isinstance(values, list):
+        encoded = [b"" if value is None else value.encode() for value in values]
+        offsets = np.zeros(len(values) + 1, dtype=np.int32)
+        offsets[1:] = np.cumsum([len(value) for value in encoded], dtype=np.int64)
+        missing = np.array([value is None for value in values], dtype=bool)
+        buffers = [pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+        arrow_type = pa.string()
+    else:
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        missing = np.isnan(values)
+        buffers = [pa.py_buffer(values)]
+        arrow_type = pa.float64()
+    validity = pa.py_buffer(np.packbits(~missing, bitorder="little")) if missing.any() else None
+    return pa.Array.from_buffers(arrow_type, len(missing), [validity, *buffers], int(missing.sum()))
+
+
 def model(dbt, session):
     dbt.config(materialized="table")
-    import pandas as pd
+    import numpy as np
+    import pyarrow as pa
 
     metrics = _metrics()
-    daily = dbt.ref("nav_daily").project('scope, scope_id, day, "return"').order("scope, scope_id, day").df()
+    daily = dbt.ref("nav_daily")
+    scopes = daily.query("nav", SERIES).fetchall()
+    returns = _float64s(daily.query("nav", RETURNS).to_arrow_table().column(0))
+    lengths = np.array([periods for _, _, periods in scopes], dtype=np.int64)
+    ends = np.cumsum(lengths)
 
-    rows = []
-    for (scope, scope_id), group in daily.groupby(["scope", "scope_id"], sort=True):
-        returns = group["return"].dropna().to_numpy(dtype="float64")
-        for line in metrics.var_table(returns, levels=LEVELS):
-            rows.append({"scope": scope, "scope_id": scope_id, **line})
+    columns = {name: [] for name in ("scope", "scope_id", "method", "level", "var", "cvar")}
+    for (scope, scope_id, _), start, end in zip(scopes, ends - lengths, ends, strict=True):
+        for line in metrics.var_table(returns[start:end], levels=LEVELS):
+            values = (scope, scope_id, line["method"], line["level"], line["var"], line["cvar"])
+            for name, value in zip(columns, values, strict=True):
+                columns[name].append(value)
 
-    frame = pd.DataFrame(rows, columns=["scope", "scope_id", "method", "level", "var", "cvar"])
-    return frame.astype(
-        {"scope": "string", "scope_id": "string", "method": "string", "level": "float64", "var": "float64",
-         "cvar": "float64"}
-    )
+    strings = ("scope", "scope_id", "method")
+    arrays = {name: _arrow(v if name in strings else np.array(v, dtype=np.float64)) for name, v in columns.items()}
+    # A relation, not the Arrow table: dbt-duckdb imports pyarrow.dataset (and with it pandas) for a returned table.
+    return session.from_arrow(pa.table(arrays))

@@ -3,7 +3,8 @@
 Each fill either opens lots (same direction as the open lots, or flat) or closes the oldest open lots first;
 every (opening lot, closing fill) match is one closed round trip, of quantity q, with
 PnL = (exit - entry) x q x direction - the two fills' fees pro rata to q (quote currency, net of fees). A fill
-that crosses flat closes what is open and opens the rest. Open lots are not round trips.
+that crosses flat closes what is open and opens the rest. Open lots are not round trips. The matching is
+warehouse.trades.fifo_round_trips, exact on fixed-point quantities.
 
 Per scope (weighted like NAV: a strategy owns its allocation share of each round trip's PnL; a round trip
 counts once): trades, win_rate = wins / (wins + losses), profit_factor = gross win / |gross loss|,
@@ -12,100 +13,162 @@ profit_factor inf with gains and no loss, NaN with neither; undefined figures ar
 warehouse.metrics.performance cannot be reused here: it takes returns (>= -100%), these are quote PnLs.
 """
 
-import math
-from collections import deque
-from decimal import Decimal
+import os
+import sys
 
-_ZERO = Decimal(0)
-
-
-def _round_trips(fills):
-    """(account_id, pnl) of every closed round trip; fills sorted by account, symbol, time, fill id.
-
-    Quantities, prices and fees are exact Decimals (DuckDB returns DECIMAL columns as Decimal), so matching
-    leaves no float dust lots behind.
-    """
-    trips = []
-    lots = {}
-    for account_id, symbol, signed_quantity, price, fee_quote in fills:
-        book = lots.setdefault((account_id, symbol), deque())
-        quantity = abs(signed_quantity)
-        remaining = quantity
-        while remaining > _ZERO and book and (book[0][0] > _ZERO) != (signed_quantity > _ZERO):
-            lot = book[0]  # [signed open quantity, entry price, entry fee, entry quantity]
-            lot_quantity = abs(lot[0])
-            matched = min(lot_quantity, remaining)
-            direction = 1 if lot[0] > _ZERO else -1
-            fees = lot[2] * matched / lot[3] + fee_quote * matched / quantity
-            trips.append((account_id, float((price - lot[1]) * matched * direction - fees)))
-            remaining -= matched
-            if matched == lot_quantity:
-                book.popleft()
-            else:
-                lot[0] -= matched * direction
-        if remaining > _ZERO:
-            # The part that did not close anything opens a lot, carrying its pro-rata share of the fee.
-            direction = 1 if signed_quantity > _ZERO else -1
-            book.append([remaining * direction, price, fee_quote * remaining / quantity, remaining])
-    return trips
+# Books (account, symbol) numbered in (account_id, symbol) order. The fills come unsorted: numpy sorts them by
+# (book, time) on integers far faster than DuckDB sorts the strings, then puts ties in time in fill_id order.
+BOOKS = """
+    select account_id, symbol, row_number() over (order by account_id, symbol) - 1 as book
+    from (select distinct account_id, symbol from fills)
+"""
+FILLS = f"""
+    with books as ({BOOKS})
+    select b.book, coalesce(epoch_us(f.filled_at), 9223372036854775807) as filled_at_us, f.fill_id,
+        f.signed_quantity, f.price, f.fee_quote
+    from fills as f
+    join books as b on f.account_id is not distinct from b.account_id and f.symbol is not distinct from b.symbol
+"""
 
 
-def _statistics(pnls):
-    """The trade_stats figures of a list of round-trip PnLs."""
-    trades = len(pnls)
-    wins = [p for p in pnls if p > 0]
-    losses = [p for p in pnls if p < 0]
-    gross_win, gross_loss = sum(wins), -sum(losses)
-    if gross_loss > 0:
-        profit_factor = gross_win / gross_loss
+def _trades():
+    """warehouse.trades, importable from the repository root (PATRIOT_ROOT, else the project's parent)."""
+    try:
+        from warehouse import trades
+    except ImportError:
+        sys.path.insert(0, os.environ.get("PATRIOT_ROOT") or os.path.dirname(os.path.abspath(os.getcwd())))
+        from warehouse import trades
+    return trades
+
+
+def _int64s(column):
+    """An Arrow int64 column without nulls as numpy, read from its buffer (pyarrow's to_numpy imports pandas)."""
+    import numpy as np
+
+    array = column.combine_chunks()
+    assert array.null_count == 0
+    if len(array) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + len(array)]
+
+
+def _fill_order(book, filled_at_us, fill_ids):
+    """Positions that sort the fills by book, time (a missing time last) and fill_id."""
+    import numpy as np
+
+    if len(book) == 0:
+        return np.arange(0)
+    first, span = int(filled_at_us.min()), int(filled_at_us.max()) - int(filled_at_us.min()) + 1
+    if (int(book.max()) + 1) * span < 2**63:
+        order = np.argsort(book * span + (filled_at_us - first))
     else:
-        profit_factor = math.inf if gross_win > 0 else math.nan
-    active = len(wins) + len(losses)
-    return {
-        "trades": trades,
-        "win_rate": len(wins) / active if active else math.nan,
-        "profit_factor": profit_factor,
-        "expectancy": sum(pnls) / trades if trades else math.nan,
-        "avg_win": gross_win / len(wins) if wins else math.nan,
-        "avg_loss": -gross_loss / len(losses) if losses else math.nan,
-    }
+        order = np.lexsort((filled_at_us, book))
+    book, filled_at_us = book[order], filled_at_us[order]
+    tied = (book[1:] == book[:-1]) & (filled_at_us[1:] == filled_at_us[:-1])
+    edges = np.diff(np.concatenate(([0], tied.astype(np.int8), [0])))
+    for start, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) + 1, strict=True):
+        run = order[start:stop]
+        ids = [fill_ids[int(position)].as_py() for position in run]
+        order[start:stop] = run[sorted(range(len(run)), key=ids.__getitem__)]
+    return order
+
+
+def _account_totals(fills_relation):
+    """Account ids; per account the counts (round trips, wins, losses) and PnL sums (wins, losses, all)."""
+    import numpy as np
+
+    trades = _trades()
+    books = fills_relation.query("fills", BOOKS + " order by book").fetchall()
+    fills = fills_relation.query("fills", FILLS).to_arrow_table()
+    book, filled_at_us = _int64s(fills.column("book")), _int64s(fills.column("filled_at_us"))
+    order = _fill_order(book, filled_at_us, fills.column("fill_id").combine_chunks())
+    quantity, price, fee = (
+        trades.FixedPoint.from_arrow(fills.column(name)).take(order)
+        for name in ("signed_quantity", "price", "fee_quote")
+    )
+    trips = trades.fifo_round_trips(book[order], quantity, price, fee)
+
+    account_index = {}
+    account_of_book = np.array(
+        [account_index.setdefault(account_id, len(account_index)) for account_id, _, _ in books], dtype=np.int64
+    )
+    account, pnl = account_of_book[book[order][trips.closing]], trips.pnl
+    win, loss, accounts = pnl > 0, pnl < 0, len(account_index)
+    counts = np.stack([np.bincount(account[mask], minlength=accounts) for mask in (slice(None), win, loss)], axis=1)
+    sums = np.stack(
+        [np.bincount(account, weights=values, minlength=accounts) for values in (pnl * win, pnl * loss, pnl)], axis=1
+    )
+    return list(account_index), counts.astype(np.int64), sums
+
+
+def _scope_statistics(account_counts, account_sums, member_scope, member_account, weight, scopes):
+    """The trade_stats figures of every scope, its member accounts' round trips weighted like NAV.
+
+    A weighted PnL w x p has the sign of p for w > 0, the opposite for w < 0, and none for w = 0, so each member's
+    wins, losses and their sums follow from its account's totals without going back to each round trip.
+    """
+    import numpy as np
+
+    member_counts = account_counts[member_account]  # round trips, wins, losses
+    member_sums = account_sums[member_account] * weight[:, None]  # gross win, gross loss (<= 0), total
+    flip = weight < 0
+    member_counts[flip, 1:] = member_counts[flip, 2:0:-1]
+    member_sums[flip, :2] = member_sums[flip, 1::-1]
+    idle = (weight == 0) | np.isnan(weight)
+    member_counts[idle, 1:], member_sums[idle, :2] = 0, 0.0
+    counts, sums = np.zeros((scopes, 3), dtype=np.int64), np.zeros((scopes, 3))
+    np.add.at(counts, member_scope, member_counts)
+    np.add.at(sums, member_scope, member_sums)
+
+    (trades, wins, losses), (gross_win, gross_loss, total) = counts.T, sums.T
+    gross_loss, active = -gross_loss, wins + losses
+    with np.errstate(divide="ignore", invalid="ignore"):
+        no_loss = np.where(gross_win > 0, np.inf, np.nan)
+        return {
+            "trades": trades,
+            "win_rate": np.where(active > 0, wins / active, np.nan),
+            "profit_factor": np.where(gross_loss > 0, gross_win / gross_loss, no_loss),
+            "expectancy": np.where(trades > 0, total / trades, np.nan),
+            "avg_win": np.where(wins > 0, gross_win / wins, np.nan),
+            "avg_loss": np.where(losses > 0, -gross_loss / losses, np.nan),
+        }
+
+
+def _arrow(values):
+    """A float64 or int64 array as an Arrow column with NaN as null, as a pandas frame is written; built from its
+    buffers because pa.array imports pandas, half a second of a cold dbt run."""
+    import numpy as np
+    import pyarrow as pa
+
+    values = np.ascontiguousarray(values)
+    missing = np.isnan(values) if values.dtype.kind == "f" else np.zeros(len(values), dtype=bool)
+    validity = pa.py_buffer(np.packbits(~missing, bitorder="little")) if missing.any() else None
+    arrow_type = pa.float64() if values.dtype.kind == "f" else pa.int64()
+    return pa.Array.from_buffers(arrow_type, len(values), [validity, pa.py_buffer(values)], int(missing.sum()))
 
 
 def model(dbt, session):
     dbt.config(materialized="table")
-    import pandas as pd
+    import numpy as np
+    import pyarrow as pa
 
-    fills = (
-        dbt.ref("fct_fills")
-        .project(
-            "account_id, symbol, signed_quantity, price, fee_quote, filled_at, fill_id"
-        )
-        .order("account_id, symbol, filled_at, fill_id")
+    account_ids, account_counts, account_sums = _account_totals(dbt.ref("fct_fills"))
+    account_index = {account_id: index for index, account_id in enumerate(account_ids)}
+    scopes = dbt.ref("nav_daily").project("scope, scope_id").distinct().order("scope, scope_id").to_arrow_table()
+    scope_keys = zip(scopes.column(0).to_pylist(), scopes.column(1).to_pylist(), strict=True)
+    scope_index = {key: index for index, key in enumerate(scope_keys)}
+    members = [
+        (scope_index[(scope, scope_id)], account_index[account_id], weight)
+        for scope, scope_id, account_id, weight in dbt.ref("int_scope_accounts")
+        .project("scope, scope_id, account_id, weight")
         .fetchall()
-    )
-    trips_by_account = {}
-    for account_id, pnl in _round_trips(row[:5] for row in fills):
-        trips_by_account.setdefault(account_id, []).append(pnl)
+        if (scope, scope_id) in scope_index and account_id in account_index
+    ]
+    member_scope = np.array([scope for scope, _, _ in members], dtype=np.int64)
+    member_account = np.array([account for _, account, _ in members], dtype=np.int64)
+    weight = np.array([weight for _, _, weight in members], dtype=np.float64)
+    figures = _scope_statistics(account_counts, account_sums, member_scope, member_account, weight, scopes.num_rows)
 
-    members = {}
-    for scope, scope_id, account_id, weight in dbt.ref("int_scope_accounts").project(
-        "scope, scope_id, account_id, weight"
-    ).fetchall():
-        members.setdefault((scope, scope_id), []).append((account_id, weight))
-    scopes = dbt.ref("nav_daily").project("scope, scope_id").distinct().order("scope, scope_id").fetchall()
-
-    rows = []
-    for scope, scope_id in scopes:
-        pnls = [
-            pnl * weight
-            for account_id, weight in members.get((scope, scope_id), [])
-            for pnl in trips_by_account.get(account_id, [])
-        ]
-        rows.append({"scope": scope, "scope_id": scope_id, **_statistics(pnls)})
-
-    columns = ["scope", "scope_id", "trades", "win_rate", "profit_factor", "expectancy", "avg_win", "avg_loss"]
-    frame = pd.DataFrame(rows, columns=columns)
-    return frame.astype(
-        {"scope": "string", "scope_id": "string", "trades": "int64", "win_rate": "float64",
-         "profit_factor": "float64", "expectancy": "float64", "avg_win": "float64", "avg_loss": "float64"}
-    )
+    # A relation, not the Arrow table: dbt-duckdb imports pyarrow.dataset (and with it pandas) for a returned table.
+    columns = {"scope": scopes.column(0), "scope_id": scopes.column(1)}
+    return session.from_arrow(pa.table(columns | {name: _arrow(values) for name, values in figures.items()}))
