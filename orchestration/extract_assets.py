@@ -1,4 +1,5 @@
-"""Extract assets: PostgreSQL -> DuckDB ``raw`` tables through Arrow, one asset per table (docs/warehouse.md).
+"""Extract assets: PostgreSQL -> the warehouse's ``raw`` tables through Arrow, one asset per table
+(docs/warehouse.md). The warehouse is the deployment's: a DuckDB file (local) or a PostgreSQL database (prod).
 
 Tables that grow with time are partitioned by UTC day and incremental (a run moves one day's rows); the small
 dimension tables and the balance/position snapshots are copied whole. Each extract validates what it wrote with
@@ -53,16 +54,16 @@ def _rows_to_validate(warehouse: WarehouseResource, table: str, days: list[date 
     """The rows this run wrote (only the columns the expectations read): the run's days, the latest snapshot,
     or the whole small table."""
     columns = ", ".join(validated_columns(table)) or "*"
-    with warehouse.connect() as duck:
-        if days and days[0] is not None:
-            column = _DAY_COLUMN[table]
-            sql = f"SELECT {columns} FROM raw.{table} WHERE CAST({column} AT TIME ZONE 'UTC' AS DATE) BETWEEN ? AND ?"
-            return duck.execute(sql, [days[0], days[-1]]).df()
-        if table in _SNAPSHOTS:
-            return duck.execute(
-                f"SELECT {columns} FROM raw.{table} WHERE snapshot_at = (SELECT max(snapshot_at) FROM raw.{table})"
-            ).df()
-        return duck.execute(f"SELECT {columns} FROM raw.{table}").df()
+    # SQL that DuckDB and PostgreSQL read alike: the warehouse runs it on the deployment's engine
+    if days and days[0] is not None:
+        column = _DAY_COLUMN[table]
+        sql = f"SELECT {columns} FROM raw.{table} WHERE CAST({column} AT TIME ZONE 'UTC' AS DATE) BETWEEN ? AND ?"
+        return warehouse.frame(sql, [days[0], days[-1]])
+    if table in _SNAPSHOTS:
+        return warehouse.frame(
+            f"SELECT {columns} FROM raw.{table} WHERE snapshot_at = (SELECT max(snapshot_at) FROM raw.{table})"
+        )
+    return warehouse.frame(f"SELECT {columns} FROM raw.{table}")
 
 
 def build_extract_asset(table: str) -> AssetsDefinition:
@@ -76,14 +77,14 @@ def build_extract_asset(table: str) -> AssetsDefinition:
         backfill_policy=BackfillPolicy.single_run() if partitioned else None,
         check_specs=[check],
         kinds={"postgres", "duckdb"},
-        description=f"PostgreSQL {table} -> DuckDB raw.{table} through Arrow"
+        description=f"PostgreSQL {table} -> warehouse raw.{table} through Arrow (DuckDB local, PostgreSQL prod)"
         + (" (one UTC day per partition)" if partitioned else " (whole table)"),
     )
     def extract(context: AssetExecutionContext, postgres: PostgresResource, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
         days = _days(context) if partitioned else [None]
         started = time.perf_counter()
-        with warehouse.connect() as duck:  # a backfill of a range is one run, one statement over its days
-            rows = extract_table(postgres.url(), duck, table, days[0], last_day=days[-1])
+        with warehouse.raw_sink() as sink:  # a backfill of a range is one run, one statement over its days
+            rows = extract_table(postgres.url(), sink, table, days[0], last_day=days[-1])
         elapsed = time.perf_counter() - started
         context.log.info(f"raw.{table}: {rows} rows over {len(days)} partition(s) in {elapsed:.2f}s")
         yield MaterializeResult(

@@ -15,7 +15,7 @@ from typing import Any
 from dagster import AssetCheckKey, AssetExecutionContext, AssetKey, DagsterInstance, Failure, MaterializeResult, asset
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from orchestration.resources import ROOT, WarehouseResource, deployment
+from orchestration.resources import ROOT, WarehouseResource, dbt_postgres_env, deployment
 from warehouse.extract import raw_table_names
 
 RAW_TABLES = raw_table_names()
@@ -35,7 +35,15 @@ def dbt_env(warehouse_path: Path | None = None) -> dict[str, str]:
     return env
 
 
-DBT_PROJECT = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR, target=dbt_target())
+def dbt_target_path(target: str) -> Path:
+    """Each target parses into its own directory: the postgres manifest (without the Python models) must never
+    replace the duckdb one in a checkout that has run both."""
+    return DBT_DIR / "target" if target == "duckdb" else DBT_DIR / "target" / target
+
+
+DBT_PROJECT = DbtProject(
+    project_dir=DBT_DIR, profiles_dir=DBT_DIR, target=dbt_target(), target_path=dbt_target_path(dbt_target())
+)
 
 
 def dbt_executable() -> str:
@@ -57,7 +65,7 @@ def ensure_manifest(project: DbtProject = DBT_PROJECT) -> Path:
     no database)."""
     if _stale(project.manifest_path):
         command = [dbt_executable(), "parse", "--project-dir", str(DBT_DIR), "--profiles-dir"]
-        command += [str(DBT_DIR), "--target", dbt_target(), "--quiet"]
+        command += [str(DBT_DIR), "--target", dbt_target(), "--target-path", str(project.target_path), "--quiet"]
         subprocess.run(command, check=True, env=dbt_env(), cwd=ROOT, capture_output=True, text=True)
     return project.manifest_path
 
@@ -79,8 +87,9 @@ class PatriotDbtTranslator(DagsterDbtTranslator):
 def patriot_dbt_models(
     context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
 ) -> Iterator[Any]:
-    """``dbt build`` (models and their tests) on the warehouse's working file, refused while any extract's
-    latest data-quality check failed (the marts are never rebuilt on rows that failed validation)."""
+    """``dbt build`` (models and their tests) on the warehouse (the DuckDB working file, or in prod the warehouse
+    PostgreSQL database through the ``postgres`` target), refused while any extract's latest data-quality check
+    failed (the marts are never rebuilt on rows that failed validation)."""
     failed = failed_raw_checks(context.instance)
     if failed:
         raise Failure(
@@ -88,7 +97,10 @@ def patriot_dbt_models(
             + ", ".join(failed)
             + ". Fix the source rows, re-run those extracts (their checks must pass), then refresh the marts."
         )
-    os.environ.update(dbt_env(warehouse.store().working_path()))
+    if warehouse.is_postgres():
+        os.environ.update({**dbt_env(), **dbt_postgres_env(warehouse.url())})
+    else:
+        os.environ.update(dbt_env(warehouse.store().working_path()))
     yield from dbt.cli(["build"], context=context).stream()
 
 
@@ -115,15 +127,23 @@ def mart_keys() -> list[AssetKey]:
     group_name="publish",
     deps=list(patriot_dbt_models.keys),
     kinds={"duckdb"},
-    description="A consistent, read-only copy of the warehouse for the API and dashboards (docs/warehouse.md)",
+    description="A consistent, read-only copy of the warehouse for the API and dashboards (docs/warehouse.md);"
+    " in prod nothing to copy: PostgreSQL readers see committed tables, which dbt replaces atomically",
 )
 def published_warehouse(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+    if warehouse.is_postgres():
+        context.log.info("prod: the marts are read in place in the warehouse database; nothing to publish")
+        return MaterializeResult(metadata={"deployment": "prod", "published": "in place (PostgreSQL)"})
     path = warehouse.store().publish()
     context.log.info(f"published {path}")
     return MaterializeResult(metadata={"path": str(path)})
 
 
-def dbt_resource() -> DbtCliResource:
+def dbt_resource(target: str | None = None) -> DbtCliResource:
+    """dbt on this deployment's target (or ``target``: a test runs the postgres target from a local process)."""
     return DbtCliResource(
-        project_dir=DBT_PROJECT, profiles_dir=str(DBT_DIR), target=dbt_target(), dbt_executable=dbt_executable()
+        project_dir=DBT_PROJECT,
+        profiles_dir=str(DBT_DIR),
+        target=target or dbt_target(),
+        dbt_executable=dbt_executable(),
     )
