@@ -75,9 +75,10 @@ class Pipeline:
         partitioned = [a for a in EXTRACT_ASSETS if a.key.path[-1] in PARTITIONED]
         extract = materialize(partitioned, resources=self.resources(), instance=instance, partition_key=day)
         rest = [k for a in ALL_ASSETS if a not in partitioned for k in a.keys]
-        return extract.success and materialize(
-            ALL_ASSETS, selection=rest, resources=self.resources(), instance=instance
-        ).success
+        return (
+            extract.success
+            and materialize(ALL_ASSETS, selection=rest, resources=self.resources(), instance=instance).success
+        )
 
 
 @pytest.fixture
