@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 from dagster import (
+    AssetKey,
     AssetSelection,
     DagsterRunStatus,
     DefaultScheduleStatus,
@@ -25,7 +26,8 @@ from dagster import (
 )
 
 from orchestration.extract_assets import DAILY, PARTITIONED, WHOLE, raw_key
-from orchestration.resources import PostgresResource
+from orchestration.prod_marts import PYTHON_MARTS
+from orchestration.resources import PostgresResource, deployment
 from orchestration.transform_assets import patriot_dbt_models, published_warehouse
 
 extract_daily = define_asset_job(
@@ -34,10 +36,13 @@ extract_daily = define_asset_job(
     partitions_def=DAILY,
     description="Move one UTC day of orders, fills, flows, candles and events into the warehouse",
 )
+# in prod the Python marts are built after dbt by the python_marts asset (dbt-postgres cannot run them)
+_PROD_PYTHON_MARTS = [AssetKey(["marts", name]) for name in PYTHON_MARTS] if deployment() == "prod" else []
 refresh_marts = define_asset_job(
     "refresh_marts",
     selection=AssetSelection.assets(*[raw_key(t) for t in WHOLE])
     | AssetSelection.assets(patriot_dbt_models)
+    | AssetSelection.assets(*_PROD_PYTHON_MARTS)
     | AssetSelection.assets(published_warehouse),
     description="Copy the dimensions and snapshots, rebuild and test the marts, publish them to readers",
 )
