@@ -26,6 +26,7 @@ from core.settings import ApiSettings, RuntimeSettings
 ALGORITHM = "HS256"
 ACCESS, REFRESH, SERVICE = "access", "refresh", "service"
 _MIN_SECRET_BYTES = 32
+_VERIFIED_MAX = 50_000  # verified tokens remembered per process (about 10 MB at most)
 
 
 class TokenSecretMissing(RuntimeError):
@@ -83,6 +84,7 @@ class TokenService:
         self._settings = settings
         self._redis = redis
         self._prefix = f"{prefix}auth:"
+        self._verified: dict[str, Claims] = {}
 
     # -- issuing ---------------------------------------------------------------------------------------------
     def _encode(self, claims: dict[str, Any], ttl_s: int) -> str:
@@ -112,7 +114,26 @@ class TokenService:
 
     # -- verifying -------------------------------------------------------------------------------------------
     def decode(self, token: str, expected_type: str | tuple[str, ...]) -> Claims:
-        """Verify signature, algorithm, expiry, issuer and type; any failure is a 401 saying what to do."""
+        """Verify signature, algorithm, expiry, issuer and type; any failure is a 401 saying what to do.
+
+        A token is immutable, so its verified claims are remembered (per process, bounded): a client sending the
+        same token on every request pays for the HMAC and JSON parsing once; expiry is still checked every time.
+        """
+        types = (expected_type,) if isinstance(expected_type, str) else expected_type
+        known = self._verified.get(token)
+        if known is not None:
+            if known.expires_at <= time.time():
+                raise _unauthorized("token_expired", "the token has expired: refresh it or log in again")
+            if known.token_type not in types:
+                raise _unauthorized("invalid_token", f"expected a {' or '.join(types)} token")
+            return known
+        claims = self._verify(token, types)
+        if len(self._verified) >= _VERIFIED_MAX:
+            self._verified.clear()
+        self._verified[token] = claims
+        return claims
+
+    def _verify(self, token: str, types: tuple[str, ...]) -> Claims:
         try:
             payload = jwt.decode(
                 token,
@@ -125,7 +146,6 @@ class TokenService:
             raise _unauthorized("token_expired", "the token has expired: refresh it or log in again") from None
         except jwt.PyJWTError:
             raise _unauthorized("invalid_token", "the token is not valid: log in again") from None
-        types = (expected_type,) if isinstance(expected_type, str) else expected_type
         if payload.get("typ") not in types:
             raise _unauthorized("invalid_token", f"expected a {' or '.join(types)} token")
         if payload["typ"] == REFRESH and not payload.get("fam"):

@@ -4,7 +4,7 @@
                         [--orders-rate 500] [--users 100]
 
 Processes, as deployed: the exchange simulator (replaying the shipped 2025 candles), the order service
-(``patriot orders``), the API (``python -m api.serve``: uvicorn with ``--workers`` processes, JSON access log on)
+(``patriot orders``), the API (``python -m api.serve``: granian with ``--workers`` processes, JSON access log on)
 and the load generator, each its own process, on the real PostgreSQL (a scratch database) and Redis (a key prefix
 of its own). ``--users`` users each get a funded simulator account linked with encrypted keys, and a bearer token
 minted with the API's secret. Rate limits are raised for the run (every request comes from 127.0.0.1), but both
@@ -252,6 +252,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "PATRIOT_API_RATE_LIMIT_USER_PER_MIN": "1000000000",
                 "PATRIOT_API_RATE_LIMIT_IP_PER_MIN": "1000000000",
                 "PATRIOT_LOG_LEVEL": "INFO",  # as in production: one JSON access-log line per request
+                # as a production deployment samples traces (OpenTelemetry's own variables; --trace-sample 1.0
+                # records every request): each access-log line still carries its trace id and correlation id
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": str(args.trace_sample),
             }
             api_log = tmp / "api.log"
             processes.append(_start(["-m", "api.serve"], api_env, api_log))
@@ -297,6 +301,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 except subprocess.TimeoutExpired:
                     process.kill()
     return {
+        "server": "granian",
+        "trace_sample": args.trace_sample,
         "api_workers": args.workers,
         "cpus": os.cpu_count(),
         "portfolio": portfolio,
@@ -312,12 +318,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes of the API")
+    parser.add_argument("--workers", type=int, default=2, help="granian worker processes of the API")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--portfolio-rate", type=float, default=2000.0)
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--orders-rate", type=float, default=500.0)
     parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--trace-sample", type=float, default=0.01, help="share of requests whose spans are recorded")
     parser.add_argument("--loadgen", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.loadgen:

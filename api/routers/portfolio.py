@@ -43,13 +43,8 @@ def target_user(principal: AuthPrincipal, user_id: UUID | None) -> str:
 
 
 async def cached_json(state: State, user_id: str, kinds: tuple[str, ...]) -> list[bytes]:
-    """The read models' JSON of ``kinds`` for one user: one MGET when cached; misses are read (and cached)."""
-    models = state.read_models
-    bodies: list[Any] = await state.kernel.redis.mget([models.key(user_id, kind) for kind in kinds])
-    out: list[bytes] = []
-    for kind, body in zip(kinds, bodies, strict=True):
-        out.append(body if body is not None else orjson.dumps(await models.read(user_id, kind)))
-    return out
+    """The read models' JSON of ``kinds`` for one user (PortfolioReadModels.cached: one MGET when cached)."""
+    return await state.read_models.cached(user_id, kinds)
 
 
 @router.get(

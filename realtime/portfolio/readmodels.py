@@ -1,12 +1,18 @@
 """Live read models per user (positions, balances, open orders, portfolio summary): PostgreSQL, cached in Redis.
 
-Readers (API, Telegram bot) get the cached copy when it is fresh; the cache lives ``ttl_s`` seconds and is
-deleted as soon as a fill, a balance or an order of that user changes, so a reader never waits for the TTL to
-see its own fill. Rows are plain JSON-ready dicts (Decimal as strings).
+Readers (API, Telegram bot) get the cached copy; it is fresh for ``ttl_s`` seconds and deleted as soon as a fill,
+a balance or an order of that user changes, so a reader never waits for the TTL to see its own fill. Rows are
+plain JSON-ready dicts (Decimal as strings).
+
+Hot readers use :meth:`PortfolioReadModels.cached`: one MGET of the copies and their freshness marks. A copy past
+its freshness (marks moved, nothing of the user changed) is still served while one reader refreshes it in the
+background (one per key across processes, by a short Redis lock), so a busy user's expiry never sends a burst of
+identical queries to PostgreSQL; a copy that is missing (deleted by a change, or never read) is read at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
@@ -50,30 +56,74 @@ def _json(value: Any) -> Any:
 
 
 class PortfolioReadModels:
-    def __init__(self, pool: AsyncConnectionPool[Any], redis: Redis, prefix: str, ttl_s: float = 2.0) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[Any], redis: Redis, prefix: str, ttl_s: float = 2.0, stale_s: float = 30.0
+    ) -> None:
         self._pool = pool
         self._redis = redis
         self._prefix = prefix
         self._ttl_ms = int(ttl_s * 1000)
+        self._stale_ms = int(max(stale_s, ttl_s) * 1000)  # how long a past-fresh copy may still be served
+        self._refreshing: dict[str, asyncio.Task[Any]] = {}
 
     def key(self, user_id: str, kind: str) -> str:
         return f"{self._prefix}cache:portfolio:{user_id}:{kind}"
 
-    async def read(self, user_id: str, kind: str) -> Any:
-        """One read model of one user: from the cache, else from PostgreSQL (and cached)."""
-        if kind not in _QUERIES:
-            raise ValueError(f"unknown read model {kind!r}; expected one of {', '.join(KINDS)}")
+    def _fresh_key(self, user_id: str, kind: str) -> str:
+        return f"{self._prefix}cache:portfolio-fresh:{user_id}:{kind}"
+
+    async def cached(self, user_id: str, kinds: Iterable[str]) -> list[bytes]:
+        """The JSON of ``kinds`` for one user: one MGET when cached; stale copies are served and refreshed in the
+        background, missing ones are read now (and cached)."""
+        kinds = tuple(kinds)
+        keys = [self.key(user_id, kind) for kind in kinds] + [self._fresh_key(user_id, kind) for kind in kinds]
+        found: list[Any] = await self._redis.mget(keys)
+        out: list[bytes] = []
+        for n, kind in enumerate(kinds):
+            body, fresh = found[n], found[len(kinds) + n]
+            if body is None:
+                body = await self._load(user_id, kind)
+            elif fresh is None:
+                self._refresh_soon(user_id, kind)
+            out.append(body)
+        return out
+
+    def _refresh_soon(self, user_id: str, kind: str) -> None:
         key = self.key(user_id, kind)
-        cached = await self._redis.get(key)
-        if cached is not None:
-            return orjson.loads(cached)
+        if key in self._refreshing:
+            return
+
+        async def refresh() -> None:
+            try:  # one refresher per key across processes; the lock lapses on its own if this one dies
+                if await self._redis.set(f"{key}:refreshing", b"1", nx=True, px=self._ttl_ms):
+                    await self._load(user_id, kind)
+            finally:
+                self._refreshing.pop(key, None)
+
+        self._refreshing[key] = asyncio.ensure_future(refresh())
+
+    async def _load(self, user_id: str, kind: str) -> bytes:
+        """Read one model from PostgreSQL and cache it (fresh for ``ttl_s``, kept for ``stale_s``)."""
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(_QUERIES[kind], (user_id,))
             rows = await cur.fetchall()
         value: Any = (rows[0] if rows else None) if kind == "summary" else rows
         body = orjson.dumps(value, default=_json)
-        await self._redis.set(key, body, px=self._ttl_ms)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(self.key(user_id, kind), body, px=self._stale_ms)
+        pipe.set(self._fresh_key(user_id, kind), b"1", px=self._ttl_ms)
+        await pipe.execute()
+        return body
+
+    async def read(self, user_id: str, kind: str) -> Any:
+        """One read model of one user: from the cache, else from PostgreSQL (and cached)."""
+        if kind not in _QUERIES:
+            raise ValueError(f"unknown read model {kind!r}; expected one of {', '.join(KINDS)}")
+        found: list[Any] = await self._redis.mget([self.key(user_id, kind), self._fresh_key(user_id, kind)])
+        body, fresh = found
+        if body is None or fresh is None:
+            body = await self._load(user_id, kind)
         return orjson.loads(body)
 
     async def positions(self, user_id: str) -> list[dict[str, Any]]:
@@ -93,6 +143,6 @@ class PortfolioReadModels:
         return result
 
     async def invalidate(self, user_ids: Iterable[str]) -> None:
-        keys = [self.key(u, kind) for u in user_ids for kind in KINDS]
+        keys = [k for u in user_ids for kind in KINDS for k in (self.key(u, kind), self._fresh_key(u, kind))]
         if keys:
             await self._redis.delete(*keys)
