@@ -2,7 +2,8 @@
 
     python -m bench.pipeline [--users 100] [--days 365] [--fills 1000000]
 
-A generated fund priced by the shipped 2025 candles goes into a scratch PostgreSQL database (not timed). Then:
+A generated fund goes into a scratch PostgreSQL database (not timed): a year of it is priced by the shipped
+Bitstamp daily bars (BTC and ETH, the last 365 days of the file), a shorter one by the 2025 one-minute candles. Then:
 ``full_rebuild_s`` = every extract partition in one run (PostgreSQL -> DuckDB through Arrow, with the Great
 Expectations checks) + the dimensions and snapshots + ``dbt build`` of every model and test + publishing;
 ``incremental_s`` = one hour of new fills appended, then the hourly path: that day's extract partition + the
@@ -49,7 +50,9 @@ def run(users: int, days: int, fills: int) -> dict[str, object]:
     with TemporaryDirectory() as tmp, scratch_database(servers) as database_url:
         started = time.perf_counter()
         print(f"generating {users} users, {days} days, {fills:,} fills ...", file=sys.stderr, flush=True)
-        fund = generate_fund(database_url, FundSpec(users=users, days=days, fills=fills), progress=True)
+        # a year needs the daily bars (the shipped 1-minute windows span about 35 days each)
+        window = "daily" if days > 35 else "2025"
+        fund = generate_fund(database_url, FundSpec(users=users, days=days, fills=fills, window=window), progress=True)
         print(f"generated in {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
         resources = {
             "postgres": PostgresResource(database_url=database_url),
@@ -91,6 +94,8 @@ def run(users: int, days: int, fills: int) -> dict[str, object]:
         "users": users,
         "days": days,
         "fills": fund.fills,
+        "first_day": fund.start.date().isoformat(),
+        "last_day": fund.end.date().isoformat(),
         "full_rebuild_s": round(full_s, 1),
         "extract_s": round(extract_s, 1),
         "extract_rows": moved,

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -146,3 +147,24 @@ def settings(database_url: str, redis_url: str, key_prefix: str, tmp_path: Path)
 async def aconn(database_url: str) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def recorded_spans() -> Iterator[Any]:
+    """An in-memory exporter on the process's tracer provider for one test, removed afterwards (OpenTelemetry
+    has no public way to remove a span processor, and a left-over one would record into every later test)."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from core.observability.tracing import configure_tracing
+
+    provider = configure_tracing("test")
+    processors = provider._active_span_processor
+    before = processors._span_processors
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        yield exporter
+    finally:
+        processors._span_processors = before
+        exporter.shutdown()

@@ -9,11 +9,9 @@ import io
 import json
 
 import pytest
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from core.observability.logging import configure_logging
-from core.observability.tracing import configure_tracing
 from tests.integration.api.conftest import ApiHarness
 
 pytestmark = pytest.mark.integration
@@ -22,12 +20,11 @@ CID = "follow-me-7f3a"
 
 
 async def test_one_request_is_found_in_api_order_service_and_exchange_call_logs_and_one_trace(
-    api: ApiHarness,
+    api: ApiHarness, recorded_spans: InMemorySpanExporter
 ) -> None:
     stream = io.StringIO()
     configure_logging("test", stream=stream)
-    exporter = InMemorySpanExporter()
-    configure_tracing("test").add_span_processor(SimpleSpanProcessor(exporter))
+    exporter = recorded_spans
     try:
         user = await api.new_user(with_account=True)
         body = {"account_id": user.account_id, "symbol": "BTCUSDT", "side": "buy", "order_type": "market"}
@@ -41,7 +38,6 @@ async def test_one_request_is_found_in_api_order_service_and_exchange_call_logs_
             await asyncio.sleep(0.05)
     finally:
         configure_logging("test")
-        exporter.shutdown()
 
     lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
     mine = [line for line in lines if line.get("correlation_id") == CID]

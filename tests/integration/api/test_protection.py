@@ -15,14 +15,12 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from api.app import create_app
 from api.deps import Principal
 from api.tracing import CORRELATION_ATTRIBUTE
-from core.observability.tracing import configure_tracing
 from core.settings import ApiSettings, Settings
 from tests.integration.api.conftest import error_code, serve_app, stop_server
 
@@ -121,27 +119,25 @@ async def test_address_over_the_per_ip_limit_gets_429_but_health_still_answers(s
     assert 'patriot_api_rate_limited_total{scope="ip"} 3.0' in metrics
 
 
-async def test_each_request_records_a_server_span_with_its_correlation_id(serve_with: ServeWith) -> None:
-    exporter = InMemorySpanExporter()
-    configure_tracing("test").add_span_processor(SimpleSpanProcessor(exporter))
-    try:
-        served = await serve_with(1, 1000)
-        user = str(uuid.uuid4())
-        trace_id = uuid.uuid4().hex
-        parent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
-        await _inside_one_window()
-        served_ok = await served.client.get(
-            "/probe/me", headers={**served.bearer(user), "X-Correlation-ID": "trace-me-1", "traceparent": parent}
-        )
-        limited = await served.client.get("/probe/me", headers={**served.bearer(user), "X-Correlation-ID": "trace-2"})
-        assert (served_ok.status_code, limited.status_code) == (200, 429)
+async def test_each_request_records_a_server_span_with_its_correlation_id(
+    serve_with: ServeWith, recorded_spans: InMemorySpanExporter
+) -> None:
+    exporter = recorded_spans
+    served = await serve_with(1, 1000)
+    user = str(uuid.uuid4())
+    trace_id = uuid.uuid4().hex
+    parent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
+    await _inside_one_window()
+    served_ok = await served.client.get(
+        "/probe/me", headers={**served.bearer(user), "X-Correlation-ID": "trace-me-1", "traceparent": parent}
+    )
+    limited = await served.client.get("/probe/me", headers={**served.bearer(user), "X-Correlation-ID": "trace-2"})
+    assert (served_ok.status_code, limited.status_code) == (200, 429)
 
-        spans = {s.attributes.get(CORRELATION_ATTRIBUTE): s for s in exporter.get_finished_spans() if s.attributes}
-        first: ReadableSpan = spans["trace-me-1"]
-        assert first.kind is SpanKind.SERVER and first.name == "GET /probe/me"
-        assert first.attributes is not None and first.attributes["http.response.status_code"] == 200
-        assert format(first.context.trace_id, "032x") == trace_id  # the caller's trace is continued
-        second = spans["trace-2"]
-        assert second.attributes is not None and second.attributes["http.response.status_code"] == 429
-    finally:
-        exporter.shutdown()
+    spans = {s.attributes.get(CORRELATION_ATTRIBUTE): s for s in exporter.get_finished_spans() if s.attributes}
+    first: ReadableSpan = spans["trace-me-1"]
+    assert first.kind is SpanKind.SERVER and first.name == "GET /probe/me"
+    assert first.attributes is not None and first.attributes["http.response.status_code"] == 200
+    assert format(first.context.trace_id, "032x") == trace_id  # the caller's trace is continued
+    second = spans["trace-2"]
+    assert second.attributes is not None and second.attributes["http.response.status_code"] == 429
