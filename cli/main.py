@@ -355,5 +355,35 @@ def main() -> None:
     app()
 
 
+@app.command("create-admin")
+def create_admin(
+    username: str = typer.Argument(..., help="the admin's login name"),
+    password: str = typer.Option(
+        ..., prompt=True, hide_input=True, confirmation_prompt=True, envvar="PATRIOT_ADMIN_PASSWORD"
+    ),
+) -> None:
+    """Create the first admin (or reset an admin's password): staff log in to the API with it."""
+    import uuid
+
+    import psycopg
+
+    from api.passwords import hash_password
+
+    if len(password) < 12:
+        typer.secho("error: the password must be at least 12 characters", fg="red", err=True)
+        raise typer.Exit(2)
+    settings = _settings("cli")
+    endpoints = _endpoints(settings)
+    _migrate(endpoints.database_url)
+    with psycopg.connect(endpoints.database_url) as conn:
+        conn.execute(
+            "INSERT INTO users (id, username, role, password_hash) VALUES (%s, %s, 'admin', %s) "
+            "ON CONFLICT (username) DO UPDATE SET role = 'admin', password_hash = EXCLUDED.password_hash, "
+            "status = 'active'",
+            (uuid.uuid4(), username, hash_password(password)),
+        )
+    typer.echo(f"admin {username!r} ready: POST /auth/login with this username and password")
+
+
 if __name__ == "__main__":
     sys.exit(app())

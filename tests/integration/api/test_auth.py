@@ -4,7 +4,11 @@ the Telegram link flow as the bot drives it, service tokens, /auth/me, and admin
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -248,3 +252,30 @@ async def test_admin_creates_lists_reads_and_updates_users_and_no_hash_leaves(ap
     assert own.status_code == 409 and error_code(own) == "own_role_or_status"
     for body in (created.json(), page.json(), everyone, one.json(), changed.json()):
         assert _without_secrets(body)
+
+
+async def test_create_admin_command_makes_an_admin_who_can_log_in(api: ApiHarness, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": api.database_url,
+        "REDIS_URL": api.app.state.settings.redis.url,
+        "PATRIOT_DATA_DIR": str(tmp_path),
+        "PATRIOT_ADMIN_PASSWORD": "first-admin-password",
+    }
+    name = f"boss-{uuid.uuid4().hex[:6]}"
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "create-admin", name], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    login = await api.client.post("/auth/login", json={"username": name, "password": "first-admin-password"})
+    assert login.status_code == 200, login.text
+    me = await api.client.get("/auth/me", headers={"Authorization": f"Bearer {login.json()['access_token']}"})
+    assert me.json()["role"] == "admin" and "users:manage" in me.json()["permissions"]
+    short = subprocess.run(
+        [sys.executable, "-m", "cli.main", "create-admin", name],
+        env={**env, "PATRIOT_ADMIN_PASSWORD": "short"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert short.returncode == 2 and "12 characters" in short.stderr
