@@ -48,13 +48,22 @@ class ErrorBody(BaseModel):
     correlation_id: str | None = None
 
 
+Responses = dict[int | str, dict[str, Any]]
+"""A route's OpenAPI ``responses``: status -> what it means."""
+
+AUTH_RESPONSES: Responses = {
+    401: {"description": "no or an invalid token"},
+    403: {"description": "the role may not do this"},
+}
+
+
 def _documented(description: str) -> dict[str, Any]:
     return {"model": ErrorBody, "description": description}
 
 
 # Statuses any route can answer (authentication, permission, validation, size and rate limits); the app adds
 # them to every route's OpenAPI responses so clients and schemathesis know them.
-COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+COMMON_RESPONSES: Responses = {
     400: _documented("The request is malformed"),
     401: _documented("No valid bearer token: log in (or refresh) and retry"),
     403: _documented("The token's role lacks the permission this route needs"),

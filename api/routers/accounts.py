@@ -12,7 +12,7 @@ import psycopg
 from fastapi import APIRouter, status
 
 from api.deps import AuthPrincipal, State, require
-from api.errors import ApiError
+from api.errors import AUTH_RESPONSES, ApiError, Responses
 from api.permissions import Permission
 from api.schemas.accounts import AccountCreate, AccountPublic
 from api.services.trading import (
@@ -25,15 +25,12 @@ from api.services.trading import (
 from core.observability.logging import get_logger
 from core.security.account_secrets import store_account
 
-Responses = dict[int | str, dict[str, Any]]
-
 router = APIRouter(prefix="/accounts", tags=["accounts"])
 log = get_logger("api.accounts")
 
 Reader = Annotated[AuthPrincipal, require(Permission.PORTFOLIO_READ)]
 Trader = Annotated[AuthPrincipal, require(Permission.ORDERS_CREATE)]
 
-_AUTH: Responses = {401: {"description": "no or an invalid token"}, 403: {"description": "the role may not do this"}}
 _NOT_FOUND: Responses = {404: {"description": "you have no such account"}, 422: {"description": "the id is not a UUID"}}
 
 
@@ -43,7 +40,7 @@ _NOT_FOUND: Responses = {404: {"description": "you have no such account"}, 422: 
     status_code=status.HTTP_201_CREATED,
     summary="Link an exchange account (keys are checked against the venue, stored encrypted)",
     responses={
-        **_AUTH,
+        **AUTH_RESPONSES,
         400: {"description": "the venue refused the keys (invalid_exchange_keys) or the venue is not offered"},
         409: {"description": "you already have an account with this exchange and label"},
         422: {"description": "the body is not valid"},
@@ -84,7 +81,7 @@ async def link_account(body: AccountCreate, principal: Trader, state: State) -> 
     return await own_account(kernel.pool, principal.user_id, account_id)
 
 
-@router.get("", response_model=list[AccountPublic], summary="Your linked exchange accounts", responses=_AUTH)
+@router.get("", response_model=list[AccountPublic], summary="Your linked exchange accounts", responses=AUTH_RESPONSES)
 async def list_accounts(principal: Reader, state: State) -> list[dict[str, Any]]:
     return await own_accounts(state.kernel.pool, principal.user_id)
 
@@ -93,7 +90,7 @@ async def list_accounts(principal: Reader, state: State) -> list[dict[str, Any]]
     "/{account_id}",
     response_model=AccountPublic,
     summary="One of your linked exchange accounts",
-    responses={**_AUTH, **_NOT_FOUND},
+    responses={**AUTH_RESPONSES, **_NOT_FOUND},
 )
 async def get_account(account_id: uuid.UUID, principal: Reader, state: State) -> dict[str, Any]:
     return await own_account(state.kernel.pool, principal.user_id, str(account_id))
@@ -103,7 +100,7 @@ async def get_account(account_id: uuid.UUID, principal: Reader, state: State) ->
     "/{account_id}",
     response_model=AccountPublic,
     summary="Deactivate one of your accounts: no new orders; its private stream stops",
-    responses={**_AUTH, **_NOT_FOUND},
+    responses={**AUTH_RESPONSES, **_NOT_FOUND},
 )
 async def deactivate(account_id: uuid.UUID, principal: Trader, state: State) -> dict[str, Any]:
     row = await deactivate_account(state.kernel.pool, principal.user_id, str(account_id))

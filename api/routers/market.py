@@ -12,6 +12,7 @@ from psycopg.rows import dict_row
 
 from api.deps import Principal, State
 from api.schemas.market import CandlePublic, MarkPricePublic
+from api.sql import where_equal
 
 router = APIRouter(prefix="/market", tags=["market"])
 
@@ -53,18 +54,9 @@ async def prices(
     exchange: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]{1,31}$")] = None,
     symbol: Annotated[str | None, Query(pattern=r"^[A-Z0-9]{2,30}$")] = None,
 ) -> list[MarkPricePublic]:
-    sql, params = _PRICES, []
-    clauses = []
-    if exchange is not None:
-        clauses.append("exchange = %s")
-        params.append(exchange)
-    if symbol is not None:
-        clauses.append("symbol = %s")
-        params.append(symbol)
-    if clauses:
-        sql += " WHERE " + " AND ".join(clauses)
+    where, params = where_equal({"exchange": exchange, "symbol": symbol})
     async with state.kernel.pool.connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(sql + " ORDER BY exchange, symbol", params)
+        await cur.execute(_PRICES + where + " ORDER BY exchange, symbol", params)
         rows = await cur.fetchall()
     return [MarkPricePublic.model_validate(row) for row in rows]

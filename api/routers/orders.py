@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from api.deps import AuthPrincipal, State, require
-from api.errors import ApiError, error_body
+from api.errors import AUTH_RESPONSES, ApiError, Responses, error_body
 from api.metrics import ApiMetrics
 from api.permissions import Permission
 from api.schemas.orders import SYMBOL, BracketCreate, BracketPublic, OrderCreate, OrderPublic
@@ -31,8 +31,6 @@ from core.domain.orders import TERMINAL_STATUSES, CancelOrder, OrderStatus, Plac
 from core.observability.context import get_correlation_id
 from realtime.orders.commands import CommandTimeout
 
-Responses = dict[int | str, dict[str, Any]]
-
 router = APIRouter(prefix="/orders", tags=["orders"])
 
 Creator = Annotated[AuthPrincipal, require(Permission.ORDERS_CREATE)]
@@ -49,9 +47,8 @@ IdempotencyKey = Annotated[
 ]
 
 _FINAL = frozenset(s.value for s in TERMINAL_STATUSES)
-_AUTH: Responses = {401: {"description": "no or an invalid token"}, 403: {"description": "the role may not do this"}}
 _PLACE_RESPONSES: Responses = {
-    **_AUTH,
+    **AUTH_RESPONSES,
     200: {"description": "this client_order_id was already placed: the existing order"},
     404: {"description": "you have no such account"},
     409: {"description": "the Idempotency-Key was used for another body, or is still in flight; the account is off"},
@@ -70,6 +67,13 @@ async def _tradable_exchange(state: ApiState, user_id: str, account_id: uuid.UUI
     if not account["active"]:
         raise ApiError(409, "account_inactive", f"account {account_id} is deactivated: link it again to trade")
     return str(account["exchange"])
+
+
+def _client_order_id(given: str | None, idempotency_key: str | None, max_len: int = 36) -> str:
+    """The order's client id: as given, else derived from the Idempotency-Key (so a retry dedupes), else new."""
+    if given:
+        return given
+    return client_order_id_from(idempotency_key, max_len) if idempotency_key else uuid.uuid4().hex
 
 
 async def _idempotent(
@@ -160,9 +164,7 @@ async def place_order(
 ) -> Response:
     async def handle() -> tuple[int, Any]:
         exchange = await _tradable_exchange(state, principal.user_id, body.account_id)
-        client_order_id = body.client_order_id or (
-            client_order_id_from(idempotency_key) if idempotency_key else uuid.uuid4().hex
-        )
+        client_order_id = _client_order_id(body.client_order_id, idempotency_key)
         command = PlaceOrder(
             account_id=str(body.account_id),
             user_id=principal.user_id,
@@ -199,9 +201,7 @@ async def place_bracket(
 ) -> Response:
     async def handle() -> tuple[int, Any]:
         exchange = await _tradable_exchange(state, principal.user_id, body.account_id)
-        client_order_id = body.client_order_id or (
-            client_order_id_from(idempotency_key, 32) if idempotency_key else uuid.uuid4().hex
-        )
+        client_order_id = _client_order_id(body.client_order_id, idempotency_key, 32)
         command = PlaceBracketOrder(
             account_id=str(body.account_id),
             user_id=principal.user_id,
@@ -227,7 +227,7 @@ async def place_bracket(
     return await _idempotent(request, state, principal, idempotency_key, body.model_dump(mode="json"), handle)
 
 
-@router.get("", response_model=list[OrderPublic], summary="Your orders, newest first", responses=_AUTH)
+@router.get("", response_model=list[OrderPublic], summary="Your orders, newest first", responses=AUTH_RESPONSES)
 async def list_orders(
     principal: Reader,
     state: State,
@@ -253,7 +253,7 @@ async def list_orders(
     "/{order_id}",
     response_model=OrderPublic,
     summary="One of your orders",
-    responses={**_AUTH, 404: {"description": "you have no such order"}, 422: {"description": "not a UUID"}},
+    responses={**AUTH_RESPONSES, 404: {"description": "you have no such order"}, 422: {"description": "not a UUID"}},
 )
 async def get_order(order_id: uuid.UUID, principal: Reader, state: State) -> dict[str, Any]:
     return await own_order(state.kernel.pool, principal.user_id, str(order_id))
@@ -265,7 +265,7 @@ async def get_order(order_id: uuid.UUID, principal: Reader, state: State) -> dic
     status_code=status.HTTP_202_ACCEPTED,
     summary="Cancel one of your orders (pending_cancel until the venue confirms)",
     responses={
-        **_AUTH,
+        **AUTH_RESPONSES,
         404: {"description": "you have no such order"},
         409: {"description": "the order is already final"},
         422: {"description": "not a UUID"},

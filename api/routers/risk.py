@@ -13,17 +13,16 @@ from psycopg.rows import dict_row
 from pydantic import ValidationError
 
 from api.deps import AuthPrincipal, State, require
-from api.errors import ApiError
+from api.errors import ApiError, Responses
 from api.permissions import Permission
 from api.schemas.risk import KillSwitchActivate, KillSwitchPublic, RiskLimitPublic, RiskLimitSet, Scope
+from api.sql import where_equal
 from api.state import ApiState
 from core.domain.messages import Command
 from core.domain.risk import ActivateKillSwitch, DeactivateKillSwitch, SetRiskLimit
 from core.observability.context import get_correlation_id
 from core.observability.logging import get_logger
 from realtime.orders.commands import CommandTimeout
-
-Responses = dict[int | str, dict[str, Any]]
 
 router = APIRouter(prefix="/risk", tags=["risk"])
 log = get_logger("api.risk")
@@ -66,17 +65,10 @@ async def list_limits(
     scope: Scope | None = None,
     scope_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> list[dict[str, Any]]:
-    clauses: list[str] = ["active"]
-    params: list[str] = []
-    if scope is not None:
-        clauses.append("scope = %s")
-        params.append(scope)
-    if scope_id is not None:
-        clauses.append("scope_id = %s")
-        params.append(scope_id)
+    where, params = where_equal({"scope": scope, "scope_id": scope_id}, "active")
     query = (
-        "SELECT scope, scope_id, limit_type, value, active, updated_at FROM risk_limits "
-        f"WHERE {' AND '.join(clauses)} ORDER BY scope, scope_id, limit_type"
+        f"SELECT scope, scope_id, limit_type, value, active, updated_at FROM risk_limits{where} "
+        "ORDER BY scope, scope_id, limit_type"
     )
     async with state.kernel.pool.connection() as conn:
         cur = conn.cursor(row_factory=dict_row)

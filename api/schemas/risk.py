@@ -10,20 +10,10 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.schemas.orders import Amount
+from realtime.risk.limits import SETTABLE_LIMIT_TYPES
 
 Scope = Literal["fund", "user", "account"]
-LimitType = Literal[
-    "max_order_notional",
-    "max_position_per_symbol",
-    "max_open_orders",
-    "max_orders_per_minute",
-    "price_band_pct",
-    "daily_loss_limit",
-    "max_leverage",
-    "max_drawdown_pct",
-    "auto_kill_switch",
-    "max_gross_exposure",
-]
+LimitType = Literal[SETTABLE_LIMIT_TYPES]  # type: ignore[valid-type]  # the kinds realtime.risk.limits defines
 
 
 class _Scoped(BaseModel):

@@ -90,35 +90,40 @@ async def own_accounts(pool: AsyncConnectionPool[Any], user_id: str) -> list[dic
     )
 
 
+async def _own_row(
+    pool: AsyncConnectionPool[Any], query: str, user_id: str, row_id: str, not_found: ApiError
+) -> dict[str, Any]:
+    """The caller's row that ``query`` (``WHERE id = %s AND user_id = %s``) finds, else ``not_found`` (a 404):
+    someone else's row is not found, not forbidden."""
+    found = await _rows(pool, query, (row_id, user_id))
+    if not found:
+        raise not_found
+    return found[0]
+
+
 async def own_account(pool: AsyncConnectionPool[Any], user_id: str, account_id: str) -> dict[str, Any]:
     """The caller's account, else 404 (someone else's account is not found, not forbidden)."""
-    found = await _rows(
-        pool, f"SELECT {_ACCOUNT_COLUMNS} FROM user_accounts WHERE id = %s AND user_id = %s", (account_id, user_id)
-    )
-    if not found:
-        raise ApiError(404, "account_not_found", f"you have no exchange account {account_id}")
-    return found[0]
+    query = f"SELECT {_ACCOUNT_COLUMNS} FROM user_accounts WHERE id = %s AND user_id = %s"
+    return await _own_row(pool, query, user_id, account_id, _account_not_found(account_id))
 
 
 async def deactivate_account(pool: AsyncConnectionPool[Any], user_id: str, account_id: str) -> dict[str, Any]:
-    found = await _rows(
-        pool,
-        f"UPDATE user_accounts SET active = false, updated_at = now() WHERE id = %s AND user_id = %s "
-        f"RETURNING {_ACCOUNT_COLUMNS}",
-        (account_id, user_id),
+    query = (
+        "UPDATE user_accounts SET active = false, updated_at = now() WHERE id = %s AND user_id = %s "
+        f"RETURNING {_ACCOUNT_COLUMNS}"
     )
-    if not found:
-        raise ApiError(404, "account_not_found", f"you have no exchange account {account_id}")
-    return found[0]
+    return await _own_row(pool, query, user_id, account_id, _account_not_found(account_id))
+
+
+def _account_not_found(account_id: str) -> ApiError:
+    return ApiError(404, "account_not_found", f"you have no exchange account {account_id}")
 
 
 async def own_order(pool: AsyncConnectionPool[Any], user_id: str, order_id: str) -> dict[str, Any]:
-    found = await _rows(
-        pool, f"SELECT {_ORDER_COLUMNS} FROM orders WHERE id = %s AND user_id = %s", (order_id, user_id)
+    query = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE id = %s AND user_id = %s"
+    return await _own_row(
+        pool, query, user_id, order_id, ApiError(404, "order_not_found", f"you have no order {order_id}")
     )
-    if not found:
-        raise ApiError(404, "order_not_found", f"you have no order {order_id}")
-    return found[0]
 
 
 @dataclass(frozen=True, slots=True)

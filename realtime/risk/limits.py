@@ -25,7 +25,9 @@ _MOST_SPECIFIC_WINS = (
     "daily_loss_limit",
 )
 MONITOR_LIMITS = ("max_leverage", "max_drawdown_pct", "auto_kill_switch")  # watched by the real-time monitor
-LIMIT_TYPES = frozenset({*_MOST_SPECIFIC_WINS, *MONITOR_LIMITS, "max_gross_exposure", "kill_switch"})
+# Every limit a risk manager sets by value; the kill switch is switched on and off by its own commands.
+SETTABLE_LIMIT_TYPES = (*_MOST_SPECIFIC_WINS, *MONITOR_LIMITS, "max_gross_exposure")
+LIMIT_TYPES = frozenset({*SETTABLE_LIMIT_TYPES, "kill_switch"})
 _INTEGER_LIMITS = frozenset({"max_open_orders", "max_orders_per_minute"})
 
 _UPSERT = """

@@ -7,6 +7,7 @@ the metrics refuse NaN. Plus, over the whole history: ``fees`` (quote, weighted 
 fills) and ``turnover`` = traded notional / the mean NAV of the series (NaN if that mean is not positive).
 """
 
+import importlib
 import math
 import os
 import sys
@@ -48,38 +49,13 @@ def _returns_sql(time_column):
     """
 
 
-def _metrics():
-    """warehouse.metrics, importable from the repository root (PATRIOT_ROOT, else the project's parent)."""
+def _warehouse(module):
+    """warehouse.<module>, importable from the repository root (PATRIOT_ROOT, else the project's parent)."""
     try:
-        from warehouse import metrics
+        return importlib.import_module(f"warehouse.{module}")
     except ImportError:
         sys.path.insert(0, os.environ.get("PATRIOT_ROOT") or os.path.dirname(os.path.abspath(os.getcwd())))
-        from warehouse import metrics
-    return metrics
-
-
-def _float64s(column):
-    """An Arrow float64 column without nulls as numpy, read from its buffer (pyarrow's to_numpy imports pandas)."""
-    import numpy as np
-
-    array = column.combine_chunks()
-    assert array.null_count == 0
-    if len(array) == 0:
-        return np.zeros(0, dtype=np.float64)
-    return np.frombuffer(array.buffers()[1], dtype=np.float64)[array.offset : array.offset + len(array)]
-
-
-def _arrow(values):
-    """A float64 or int64 array as an Arrow column with NaN as null, as a pandas frame is written; built from its
-    buffers because pa.array imports pandas, half a second of a cold dbt run."""
-    import numpy as np
-    import pyarrow as pa
-
-    values = np.ascontiguousarray(values)
-    missing = np.isnan(values) if values.dtype.kind == "f" else np.zeros(len(values), dtype=bool)
-    validity = pa.py_buffer(np.packbits(~missing, bitorder="little")) if missing.any() else None
-    arrow_type = pa.float64() if values.dtype.kind == "f" else pa.int64()
-    return pa.Array.from_buffers(arrow_type, len(values), [validity, pa.py_buffer(values)], int(missing.sum()))
+        return importlib.import_module(f"warehouse.{module}")
 
 
 def model(dbt, session):
@@ -87,7 +63,8 @@ def model(dbt, session):
     import numpy as np
     import pyarrow as pa
 
-    metrics = _metrics()
+    metrics, arrow_columns = _warehouse("metrics"), _warehouse("arrow_columns")
+    arrow_column = arrow_columns.arrow_column
     activity = {
         (row[0], row[1]): row[2:]
         for row in dbt.ref("int_scope_activity")
@@ -101,7 +78,8 @@ def model(dbt, session):
     for frequency, relation, time_column, periods_per_year in FREQUENCIES:
         nav = navs[relation]
         series = nav.query("nav", _series_sql(frequency)).to_arrow_table()
-        returns = _float64s(nav.query("nav", _returns_sql(time_column)).to_arrow_table().column(0))
+        returns = nav.query("nav", _returns_sql(time_column)).to_arrow_table().column(0)
+        returns = arrow_columns.numpy_values(returns, np.float64)
         lengths = np.array(series.column("periods").to_pylist(), dtype=np.int64)
         figures = metrics.performance_table(returns, lengths, periods_per_year=periods_per_year, risk_free=0.0)
 
@@ -113,11 +91,11 @@ def model(dbt, session):
             for (_, notional, _), mean_nav in zip(totals, mean_navs, strict=True)
         ]
         columns = {name: series.column(name) for name in ("scope", "scope_id", "frequency")}
-        columns |= {key: _arrow(figures[key]) for key in metrics.PERFORMANCE_KEYS}
+        columns |= {key: arrow_column(figures[key]) for key in metrics.PERFORMANCE_KEYS}
         columns |= {
-            "turnover": _arrow(np.array(turnover, dtype=np.float64)),
-            "fees": _arrow(np.array([float(fees) for fees, _, _ in totals], dtype=np.float64)),
-            "trades": _arrow(np.array([int(fills) for _, _, fills in totals], dtype=np.int64)),
+            "turnover": arrow_column(np.array(turnover, dtype=np.float64)),
+            "fees": arrow_column(np.array([float(fees) for fees, _, _ in totals], dtype=np.float64)),
+            "trades": arrow_column(np.array([int(fills) for _, _, fills in totals], dtype=np.int64)),
         }
         tables.append(pa.table(columns))
     # A relation, not the Arrow table: dbt-duckdb imports pyarrow.dataset (and with it pandas) for a returned table.

@@ -5,6 +5,7 @@ returns (nav_daily, oldest first, periods without a return dropped): 6 rows per 
 returns, a loss is negative; NaN where an estimator has too few returns (docs/metrics.md).
 """
 
+import importlib
 import os
 import sys
 
@@ -33,47 +34,13 @@ RETURNS = f"""
 """
 
 
-def _metrics():
-    """warehouse.metrics, importable from the repository root (PATRIOT_ROOT, else the project's parent)."""
+def _warehouse(module):
+    """warehouse.<module>, importable from the repository root (PATRIOT_ROOT, else the project's parent)."""
     try:
-        from warehouse import metrics
+        return importlib.import_module(f"warehouse.{module}")
     except ImportError:
         sys.path.insert(0, os.environ.get("PATRIOT_ROOT") or os.path.dirname(os.path.abspath(os.getcwd())))
-        from warehouse import metrics
-    return metrics
-
-
-def _float64s(column):
-    """An Arrow float64 column without nulls as numpy, read from its buffer (pyarrow's to_numpy imports pandas)."""
-    import numpy as np
-
-    array = column.combine_chunks()
-    assert array.null_count == 0
-    if len(array) == 0:
-        return np.zeros(0, dtype=np.float64)
-    return np.frombuffer(array.buffers()[1], dtype=np.float64)[array.offset : array.offset + len(array)]
-
-
-def _arrow(values):
-    """A float64 array, or a list of str, as an Arrow column with NaN and None as null, as a pandas frame is
-    written; built from buffers because pa.array imports pandas, half a second of a cold dbt run."""
-    import numpy as np
-    import pyarrow as pa
-
-    if isinstance(values, list):
-        encoded = [b"" if value is None else value.encode() for value in values]
-        offsets = np.zeros(len(values) + 1, dtype=np.int32)
-        offsets[1:] = np.cumsum([len(value) for value in encoded], dtype=np.int64)
-        missing = np.array([value is None for value in values], dtype=bool)
-        buffers = [pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
-        arrow_type = pa.string()
-    else:
-        values = np.ascontiguousarray(values, dtype=np.float64)
-        missing = np.isnan(values)
-        buffers = [pa.py_buffer(values)]
-        arrow_type = pa.float64()
-    validity = pa.py_buffer(np.packbits(~missing, bitorder="little")) if missing.any() else None
-    return pa.Array.from_buffers(arrow_type, len(missing), [validity, *buffers], int(missing.sum()))
+        return importlib.import_module(f"warehouse.{module}")
 
 
 def model(dbt, session):
@@ -81,10 +48,10 @@ def model(dbt, session):
     import numpy as np
     import pyarrow as pa
 
-    metrics = _metrics()
+    metrics, arrow_columns = _warehouse("metrics"), _warehouse("arrow_columns")
     daily = dbt.ref("nav_daily")
     scopes = daily.query("nav", SERIES).fetchall()
-    returns = _float64s(daily.query("nav", RETURNS).to_arrow_table().column(0))
+    returns = arrow_columns.numpy_values(daily.query("nav", RETURNS).to_arrow_table().column(0), np.float64)
     lengths = np.array([periods for _, _, periods in scopes], dtype=np.int64)
     ends = np.cumsum(lengths)
 
@@ -96,6 +63,9 @@ def model(dbt, session):
                 columns[name].append(value)
 
     strings = ("scope", "scope_id", "method")
-    arrays = {name: _arrow(v if name in strings else np.array(v, dtype=np.float64)) for name, v in columns.items()}
+    arrays = {
+        name: arrow_columns.arrow_column(v if name in strings else np.array(v, dtype=np.float64))
+        for name, v in columns.items()
+    }
     # A relation, not the Arrow table: dbt-duckdb imports pyarrow.dataset (and with it pandas) for a returned table.
     return session.from_arrow(pa.table(arrays))

@@ -13,6 +13,7 @@ profit_factor inf with gains and no loss, NaN with neither; undefined figures ar
 warehouse.metrics.performance cannot be reused here: it takes returns (>= -100%), these are quote PnLs.
 """
 
+import importlib
 import os
 import sys
 
@@ -31,25 +32,13 @@ FILLS = f"""
 """
 
 
-def _trades():
-    """warehouse.trades, importable from the repository root (PATRIOT_ROOT, else the project's parent)."""
+def _warehouse(module):
+    """warehouse.<module>, importable from the repository root (PATRIOT_ROOT, else the project's parent)."""
     try:
-        from warehouse import trades
+        return importlib.import_module(f"warehouse.{module}")
     except ImportError:
         sys.path.insert(0, os.environ.get("PATRIOT_ROOT") or os.path.dirname(os.path.abspath(os.getcwd())))
-        from warehouse import trades
-    return trades
-
-
-def _int64s(column):
-    """An Arrow int64 column without nulls as numpy, read from its buffer (pyarrow's to_numpy imports pandas)."""
-    import numpy as np
-
-    array = column.combine_chunks()
-    assert array.null_count == 0
-    if len(array) == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + len(array)]
+        return importlib.import_module(f"warehouse.{module}")
 
 
 def _fill_order(book, filled_at_us, fill_ids):
@@ -77,10 +66,10 @@ def _account_totals(fills_relation):
     """Account ids; per account the counts (round trips, wins, losses) and PnL sums (wins, losses, all)."""
     import numpy as np
 
-    trades = _trades()
+    trades, arrow_columns = _warehouse("trades"), _warehouse("arrow_columns")
     books = fills_relation.query("fills", BOOKS + " order by book").fetchall()
     fills = fills_relation.query("fills", FILLS).to_arrow_table()
-    book, filled_at_us = _int64s(fills.column("book")), _int64s(fills.column("filled_at_us"))
+    book, filled_at_us = (arrow_columns.numpy_values(fills.column(name), np.int64) for name in ("book", "filled_at_us"))
     order = _fill_order(book, filled_at_us, fills.column("fill_id").combine_chunks())
     quantity, price, fee = (
         trades.FixedPoint.from_arrow(fills.column(name)).take(order)
@@ -134,19 +123,6 @@ def _scope_statistics(account_counts, account_sums, member_scope, member_account
         }
 
 
-def _arrow(values):
-    """A float64 or int64 array as an Arrow column with NaN as null, as a pandas frame is written; built from its
-    buffers because pa.array imports pandas, half a second of a cold dbt run."""
-    import numpy as np
-    import pyarrow as pa
-
-    values = np.ascontiguousarray(values)
-    missing = np.isnan(values) if values.dtype.kind == "f" else np.zeros(len(values), dtype=bool)
-    validity = pa.py_buffer(np.packbits(~missing, bitorder="little")) if missing.any() else None
-    arrow_type = pa.float64() if values.dtype.kind == "f" else pa.int64()
-    return pa.Array.from_buffers(arrow_type, len(values), [validity, pa.py_buffer(values)], int(missing.sum()))
-
-
 def model(dbt, session):
     dbt.config(materialized="table")
     import numpy as np
@@ -171,4 +147,5 @@ def model(dbt, session):
 
     # A relation, not the Arrow table: dbt-duckdb imports pyarrow.dataset (and with it pandas) for a returned table.
     columns = {"scope": scopes.column(0), "scope_id": scopes.column(1)}
-    return session.from_arrow(pa.table(columns | {name: _arrow(values) for name, values in figures.items()}))
+    arrow_column = _warehouse("arrow_columns").arrow_column
+    return session.from_arrow(pa.table(columns | {name: arrow_column(values) for name, values in figures.items()}))

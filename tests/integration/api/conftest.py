@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import psycopg
 import pytest
@@ -135,3 +136,35 @@ async def api(
 def error_code(response: httpx.Response) -> Any:
     """The ``error.code`` of a JSON error body (consistent across the API)."""
     return response.json()["error"]["code"]
+
+
+def market_buy(user: ApiUser, **fields: Any) -> dict[str, Any]:
+    """The body of a 0.01 BTCUSDT market buy on the user's account (``fields`` override or add)."""
+    return {
+        "account_id": user.account_id,
+        "symbol": "BTCUSDT",
+        "side": "buy",
+        "order_type": "market",
+        "quantity": "0.01",
+        **fields,
+    }
+
+
+async def venue_account(api: ApiHarness) -> tuple[str, str]:
+    """A funded account on the simulator (as if opened at the exchange): its API key and secret."""
+    api_key, secret = f"key{uuid.uuid4().hex}", f"secret{uuid.uuid4().hex}"
+    async with aiohttp.ClientSession() as http:
+        response = await http.post(
+            f"{api.platform.base_url}/admin/accounts",
+            json={"account_id": str(uuid.uuid4()), "api_key": api_key, "secret": secret, "balances": {"USDT": "1000"}},
+        )
+        assert response.status == 200, await response.text()
+    return api_key, secret
+
+
+async def link_account(
+    api: ApiHarness, user: ApiUser, api_key: str, api_secret: str, label: str = "main", exchange: str = "simulator"
+) -> httpx.Response:
+    """POST /accounts as ``user``: link the venue account these keys open."""
+    body = {"exchange": exchange, "label": label, "api_key": api_key, "api_secret": api_secret}
+    return await api.client.post("/accounts", json=body, headers=api.headers(user))

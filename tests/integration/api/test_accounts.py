@@ -5,35 +5,18 @@ from __future__ import annotations
 
 import uuid
 
-import aiohttp
 import psycopg
 import pytest
 
-from tests.integration.api.conftest import ApiHarness, error_code
+from tests.integration.api.conftest import ApiHarness, error_code, link_account, venue_account
 
 pytestmark = pytest.mark.integration
-
-
-async def venue_account(api: ApiHarness) -> tuple[str, str]:
-    """A funded account on the simulator (as if opened at the exchange): its API key and secret."""
-    api_key, secret = f"key{uuid.uuid4().hex}", f"secret{uuid.uuid4().hex}"
-    async with aiohttp.ClientSession() as http:
-        response = await http.post(
-            f"{api.platform.base_url}/admin/accounts",
-            json={"account_id": str(uuid.uuid4()), "api_key": api_key, "secret": secret, "balances": {"USDT": "1000"}},
-        )
-        assert response.status == 200, await response.text()
-    return api_key, secret
 
 
 async def test_linking_valid_keys_stores_them_sealed_and_answers_only_the_masked_key(api: ApiHarness) -> None:
     user = await api.new_user()
     api_key, secret = await venue_account(api)
-    response = await api.client.post(
-        "/accounts",
-        json={"exchange": "simulator", "label": "main", "api_key": api_key, "api_secret": secret},
-        headers=api.headers(user),
-    )
+    response = await link_account(api, user, api_key, secret)
     assert response.status_code == 201, response.text
     account = response.json()
     assert set(account) == {"id", "exchange", "label", "api_key_masked", "active", "created_at"}
@@ -49,11 +32,7 @@ async def test_linking_valid_keys_stores_them_sealed_and_answers_only_the_masked
 
     listed = (await api.client.get("/accounts", headers=api.headers(user))).json()
     assert [a["id"] for a in listed] == [account["id"]]
-    again = await api.client.post(
-        "/accounts",
-        json={"exchange": "simulator", "label": "main", "api_key": api_key, "api_secret": secret},
-        headers=api.headers(user),
-    )
+    again = await link_account(api, user, api_key, secret)
     assert again.status_code == 409 and error_code(again) == "account_exists"
 
 
@@ -63,19 +42,12 @@ async def test_linking_keys_the_venue_refuses_is_400_without_echoing_the_secret(
     wrong_secret = f"not-the-secret-{uuid.uuid4().hex}"
     unknown_key = f"key{uuid.uuid4().hex}"
     for key, secret_sent in ((api_key, wrong_secret), (unknown_key, secret)):
-        response = await api.client.post(
-            "/accounts",
-            json={"exchange": "simulator", "label": "x", "api_key": key, "api_secret": secret_sent},
-            headers=api.headers(user),
-        )
+        response = await link_account(api, user, key, secret_sent, label="x")
         assert response.status_code == 400 and error_code(response) == "invalid_exchange_keys"
         assert "simulator refused" in response.json()["error"]["message"]
         assert secret_sent not in response.text
-    bybit = await api.client.post(  # against the simulator, a bybit account could only reach the real venue
-        "/accounts",
-        json={"exchange": "bybit", "label": "x", "api_key": api_key, "api_secret": secret},
-        headers=api.headers(user),
-    )
+    # against the simulator, a bybit account could only reach the real venue
+    bybit = await link_account(api, user, api_key, secret, label="x", exchange="bybit")
     assert bybit.status_code == 400 and error_code(bybit) == "unsupported_exchange"
     with psycopg.connect(api.database_url) as conn:
         assert conn.execute("SELECT count(*) FROM user_accounts").fetchone() == (0,)

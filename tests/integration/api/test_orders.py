@@ -12,20 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.integration.api.conftest import ApiHarness, ApiUser, error_code
+from tests.integration.api.conftest import ApiHarness, ApiUser, error_code, market_buy
 
 pytestmark = pytest.mark.integration
-
-
-def market_buy(user: ApiUser, **fields: Any) -> dict[str, Any]:
-    return {
-        "account_id": user.account_id,
-        "symbol": "BTCUSDT",
-        "side": "buy",
-        "order_type": "market",
-        "quantity": "0.01",
-        **fields,
-    }
 
 
 async def wait_order(api: ApiHarness, user: ApiUser, order_id: str, *statuses: str) -> dict[str, Any]:

@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
-from tests.integration.api.conftest import ApiHarness, ApiUser, error_code
+from tests.integration.api.conftest import ApiHarness, ApiUser, error_code, market_buy
 
 pytestmark = pytest.mark.integration
-
-
-def market_buy(user: ApiUser) -> dict[str, Any]:
-    return {
-        "account_id": user.account_id,
-        "symbol": "BTCUSDT",
-        "side": "buy",
-        "order_type": "market",
-        "quantity": "0.01",
-    }
 
 
 async def order_status(api: ApiHarness, user: ApiUser, order_id: str, wanted: str) -> str:

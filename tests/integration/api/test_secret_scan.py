@@ -9,8 +9,7 @@ import io
 import pytest
 
 from core.observability.logging import configure_logging
-from tests.integration.api.conftest import ApiHarness
-from tests.integration.api.test_accounts import venue_account
+from tests.integration.api.conftest import ApiHarness, link_account, venue_account
 from tests.integration.test_key_rotation import _assert_absent, _forbidden_forms, _pg_dump
 
 pytestmark = pytest.mark.integration
@@ -23,18 +22,11 @@ async def test_database_dump_logs_and_responses_hold_no_plaintext_exchange_secre
     try:
         user = await api.new_user()
         api_key, secret = await venue_account(api)
-        linked = await api.client.post(
-            "/accounts",
-            json={"exchange": "simulator", "label": "scan", "api_key": api_key, "api_secret": secret},
-            headers=api.headers(user),
-        )
+        linked = await link_account(api, user, api_key, secret, label="scan")
         assert linked.status_code == 201, linked.text
         account_id = linked.json()["id"]
-        refused = await api.client.post(  # a refused link logs the venue's answer: it must not carry the secret
-            "/accounts",
-            json={"exchange": "simulator", "label": "bad", "api_key": api_key, "api_secret": secret + "x"},
-            headers=api.headers(user),
-        )
+        # a refused link logs the venue's answer: it must not carry the secret
+        refused = await link_account(api, user, api_key, secret + "x", label="bad")
         assert refused.status_code == 400
         await api.platform.follow_accounts()
         order = await api.client.post(

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from core.messaging.relay import OutboxRelay
-from tests.integration.api.conftest import ApiHarness, ApiUser
+from tests.integration.api.conftest import ApiHarness, market_buy
 
 pytestmark = pytest.mark.integration
 
@@ -30,16 +30,6 @@ async def relay(api: ApiHarness) -> AsyncIterator[None]:
 
 def ws_url(api: ApiHarness) -> str:
     return api.base_url.replace("http", "ws") + "/stream/ws"
-
-
-def market_buy(user: ApiUser) -> dict[str, Any]:
-    return {
-        "account_id": user.account_id,
-        "symbol": "BTCUSDT",
-        "side": "buy",
-        "order_type": "market",
-        "quantity": "0.01",
-    }
 
 
 async def receive_until(
