@@ -127,7 +127,8 @@ class ApiSettings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     rate_limit_user_per_min: int = 1200
     rate_limit_ip_per_min: int = 2400
-    rate_limit_login_per_min: int = 10
+    rate_limit_login_per_min: int = 10  # per username
+    rate_limit_login_ip_per_min: int = 30  # per address: a password check costs ~0.5 s of CPU by design
     idempotency_ttl_s: int = 24 * 3600
     order_reply_timeout_s: float = 10.0
 

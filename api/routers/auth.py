@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 
 from api.deps import AuthPrincipal, Principal, State, require
 from api.errors import ErrorBody
@@ -48,11 +48,12 @@ def _pair(pair: TokenPair) -> TokenPairPublic:
     responses={
         401: _error("The username or password is wrong (the same answer for both)"),
         403: _error("The user is not active"),
-        429: _error("Too many attempts for this username: retry after Retry-After seconds"),
+        429: _error("Too many attempts for this username or address: retry after Retry-After seconds"),
     },
 )
-async def login(body: LoginRequest, state: State) -> TokenPairPublic:
-    return _pair(await service.login(state, body.username, body.password))
+async def login(body: LoginRequest, state: State, request: Request) -> TokenPairPublic:
+    client = request.client
+    return _pair(await service.login(state, body.username, body.password, client.host if client else None))
 
 
 @router.post(

@@ -91,6 +91,17 @@ async def test_login_attempts_over_the_per_username_limit_get_429_with_retry_aft
     assert (await _login(api, other.username)).status_code == 200
 
 
+async def test_login_attempts_over_the_per_address_limit_get_429_whatever_the_username(api: ApiHarness) -> None:
+    limit = api.app.state.settings.api.rate_limit_login_ip_per_min
+    names = [f"nobody-{n}" for n in range(limit - 1)]  # one attempt each: no username reaches its own limit
+    tried = await asyncio.gather(*(_login(api, name, "guess") for name in names))
+    assert {r.status_code for r in tried} == {401}
+    staff = await api.new_user("fund_manager")
+    assert (await _login(api, staff.username)).status_code == 200  # the address's last allowed attempt
+    throttled = await _login(api, staff.username)
+    assert throttled.status_code == 429 and "this address" in throttled.json()["error"]["message"]
+
+
 async def test_refresh_rotates_and_reusing_a_spent_token_revokes_the_whole_family(api: ApiHarness) -> None:
     user = await api.new_user("fund_manager")
     first = (await _login(api, user.username)).json()
