@@ -134,13 +134,6 @@ def _too_many(verdict: Verdict, scope: str) -> ApiError:
     )
 
 
-async def check_user_rate(state: ApiState, user_id: str) -> None:
-    """Count one request of an authenticated user; over the per-user limit, answer 429 with ``Retry-After``."""
-    verdict = await rate_limiter(state).hit(USER, user_id)
-    if not verdict.allowed:
-        raise _too_many(verdict, USER)
-
-
 async def check_authenticated(state: ApiState, client_ip: str | None, user_id: str, issued_at_ms: int) -> None:
     """An authenticated user's request: per-IP and per-user limits (429) and the user's token cutoff (401: the
     user's role or status changed after this token was issued), all in one Redis round trip."""

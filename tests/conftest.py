@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,27 +78,32 @@ def drop_database(server_url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextmanager
+def scratch_database(server_url: str, *, migrated: bool = True, name: str | None = None) -> Iterator[str]:
+    """A database of its own (uniquely named unless ``name`` is given; migrated unless told not to), dropped
+    when the block ends."""
+    name = name or f"patriot_test_{uuid.uuid4().hex[:12]}"
+    url = create_database(server_url, name)
+    try:
+        if migrated:
+            upgrade(url)
+        yield url
+    finally:
+        drop_database(server_url, name)
+
+
 @pytest.fixture(scope="session")
 def database_url(servers: Servers) -> Iterator[str]:
     """A migrated database of this test session's own, dropped at the end."""
-    name = f"patriot_test_{uuid.uuid4().hex[:12]}"
-    url = create_database(servers.database_url, name)
-    try:
-        upgrade(url)
+    with scratch_database(servers.database_url) as url:
         yield url
-    finally:
-        drop_database(servers.database_url, name)
 
 
 @pytest.fixture
 def empty_database_url(servers: Servers) -> Iterator[str]:
     """A blank database for one test (migration tests)."""
-    name = f"patriot_test_{uuid.uuid4().hex[:12]}"
-    url = create_database(servers.database_url, name)
-    try:
+    with scratch_database(servers.database_url, migrated=False) as url:
         yield url
-    finally:
-        drop_database(servers.database_url, name)
 
 
 @pytest.fixture

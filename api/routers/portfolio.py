@@ -42,11 +42,6 @@ def target_user(principal: AuthPrincipal, user_id: UUID | None) -> str:
     return str(user_id)
 
 
-async def cached_json(state: State, user_id: str, kinds: tuple[str, ...]) -> list[bytes]:
-    """The read models' JSON of ``kinds`` for one user (PortfolioReadModels.cached: one MGET when cached)."""
-    return await state.read_models.cached(user_id, kinds)
-
-
 @router.get(
     "",
     response_model=PortfolioPublic,
@@ -60,7 +55,7 @@ async def cached_json(state: State, user_id: str, kinds: tuple[str, ...]) -> lis
 )
 async def portfolio(state: State, principal: Reader, user_id: UserId = None) -> Response:
     target = target_user(principal, user_id)
-    summary, positions, balances = await cached_json(state, target, ("summary", "positions", "balances"))
+    summary, positions, balances = await state.read_models.cached(target, ("summary", "positions", "balances"))
     if summary == b"null":
         raise ApiError(404, "user_not_found", f"no user {target}")
     parts = [b'{"user_id":', orjson.dumps(target), b',"summary":', summary, b',"positions":', positions]
@@ -76,7 +71,7 @@ async def portfolio(state: State, principal: Reader, user_id: UserId = None) -> 
     responses={**_ERRORS, 200: {"model": list[PositionPublic], "content": {_JSON: {}}}},
 )
 async def positions(state: State, principal: Reader, user_id: UserId = None) -> Response:
-    (body,) = await cached_json(state, target_user(principal, user_id), ("positions",))
+    (body,) = await state.read_models.cached(target_user(principal, user_id), ("positions",))
     return Response(body, media_type=_JSON)
 
 
@@ -88,7 +83,7 @@ async def positions(state: State, principal: Reader, user_id: UserId = None) -> 
     responses={**_ERRORS, 200: {"model": list[BalancePublic], "content": {_JSON: {}}}},
 )
 async def balances(state: State, principal: Reader, user_id: UserId = None) -> Response:
-    (body,) = await cached_json(state, target_user(principal, user_id), ("balances",))
+    (body,) = await state.read_models.cached(target_user(principal, user_id), ("balances",))
     return Response(body, media_type=_JSON)
 
 
@@ -100,5 +95,5 @@ async def balances(state: State, principal: Reader, user_id: UserId = None) -> R
     responses={**_ERRORS, 200: {"model": list[OpenOrderPublic], "content": {_JSON: {}}}},
 )
 async def open_orders(state: State, principal: Reader, user_id: UserId = None) -> Response:
-    (body,) = await cached_json(state, target_user(principal, user_id), ("open_orders",))
+    (body,) = await state.read_models.cached(target_user(principal, user_id), ("open_orders",))
     return Response(body, media_type=_JSON)

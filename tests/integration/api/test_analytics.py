@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,7 @@ import psycopg
 import pytest
 from dagster import DagsterInstance
 
-from core.db.migrate import upgrade
-from tests.conftest import Servers, create_database, drop_database
+from tests.conftest import Servers, scratch_database
 from tests.integration.api.conftest import ApiHarness, ApiUser, error_code
 from tests.integration.warehouse.test_pipeline import Pipeline
 from warehouse import queries
@@ -39,10 +37,7 @@ class Built:
 
 @pytest.fixture(scope="module")
 def built(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
-    name = f"patriot_test_{uuid.uuid4().hex[:12]}"
-    url = create_database(servers.database_url, name)
-    try:
-        upgrade(url)
+    with scratch_database(servers.database_url) as url:
         fund = generate_fund(url, FundSpec(users=2, days=3, fills=120, strategies=2))
         pipeline = Pipeline(url, tmp_path_factory.mktemp("analytics") / "warehouse", fund)
         with DagsterInstance.ephemeral() as instance:
@@ -50,8 +45,6 @@ def built(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         published = WarehouseStore(pipeline.root).current_path()
         assert published is not None
         yield Built(fund, published)
-    finally:
-        drop_database(servers.database_url, name)
 
 
 def publish_into_app(api: ApiHarness, built: Built) -> WarehouseStore:

@@ -15,8 +15,7 @@ import duckdb
 import psycopg
 import pytest
 
-from core.db.migrate import upgrade
-from tests.conftest import Servers, create_database, drop_database
+from tests.conftest import Servers, scratch_database
 from tests.support import seed_users
 from warehouse.extract import RAW_TABLES, SECRET_COLUMNS, extract_all, extract_table
 
@@ -46,13 +45,8 @@ class Seeded:
 @pytest.fixture(scope="module")
 def seeded_database_url(servers: Servers) -> Iterator[str]:
     """A migrated database of this module's own: tests that change PostgreSQL roll their changes back."""
-    name = f"patriot_test_{uuid.uuid4().hex[:12]}"
-    url = create_database(servers.database_url, name)
-    try:
-        upgrade(url)
+    with scratch_database(servers.database_url) as url:
         yield url
-    finally:
-        drop_database(servers.database_url, name)
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,8 @@ import pyarrow.csv as pacsv
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from core.db.migrate import upgrade
 from orchestration.transform_assets import DBT_DIR, dbt_env, dbt_executable
-from tests.conftest import Servers, create_database, drop_database
+from tests.conftest import Servers, scratch_database
 from warehouse.demo import FundSpec, generate_fund
 from warehouse.extract import extract_all
 
@@ -126,14 +125,13 @@ def _finish(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def builds(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Builds]:
     """A generated fund extracted once, then built by dbt on a scratch PostgreSQL database and on DuckDB."""
-    suffix = uuid.uuid4().hex[:12]
-    platform_name, warehouse_name = f"patriot_test_{suffix}", f"patriot_test_{suffix}_dw"
     workdir = tmp_path_factory.mktemp("postgres-target")
-    try:
-        platform_url = create_database(servers.database_url, platform_name)
-        upgrade(platform_url)
+    warehouse_name = f"patriot_test_{uuid.uuid4().hex[:12]}_dw"
+    with (
+        scratch_database(servers.database_url) as platform_url,
+        scratch_database(servers.database_url, migrated=False, name=warehouse_name) as warehouse_url,
+    ):
         generate_fund(platform_url, FundSpec(users=3, days=12, fills=400))
-        warehouse_url = create_database(servers.database_url, warehouse_name)
         with psycopg.connect(servers.database_url, autocommit=True) as conn:
             conn.execute(f"ALTER DATABASE \"{warehouse_name}\" SET timezone TO 'Asia/Kolkata'")
 
@@ -153,9 +151,6 @@ def builds(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         results_file = workdir / "pg" / "target" / "run_results.json"
         results = json.loads(results_file.read_text())["results"] if results_file.exists() else []
         yield Builds(warehouse_url, postgres_run, results, duckdb_path, duckdb_run, seconds)
-    finally:
-        drop_database(servers.database_url, warehouse_name)
-        drop_database(servers.database_url, platform_name)
 
 
 def _failure(run: subprocess.CompletedProcess[str]) -> str:

@@ -26,13 +26,12 @@ import psycopg
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
-from core.db.migrate import upgrade
 from orchestration.extract_assets import EXTRACT_ASSETS, PARTITIONED
 from orchestration.prod_marts import PYTHON_MARTS, python_marts
 from orchestration.resources import ROOT, PostgresResource, WarehouseResource
 from orchestration.transform_assets import DBT_DIR, dbt_env, dbt_executable, dbt_resource, patriot_dbt_models
 from orchestration.transform_assets import published_warehouse as published
-from tests.conftest import Servers, create_database, drop_database
+from tests.conftest import Servers, scratch_database
 from warehouse.demo import Fund, FundSpec, generate_fund
 from warehouse.extract import RAW_TABLES, extract_all
 from warehouse.store import WarehouseStore
@@ -88,86 +87,84 @@ def _raw_counts(warehouse_url: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def deployments(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployments]:
-    suffix = uuid.uuid4().hex[:12]
-    platform_name, warehouse_name = f"patriot_test_{suffix}", f"patriot_test_{suffix}_dw"
+    warehouse_name = f"patriot_test_{uuid.uuid4().hex[:12]}_dw"
     workdir = tmp_path_factory.mktemp("prod-deployment")
     environ = dict(os.environ)  # the dbt asset exports its profile's variables: put them back afterwards
-    try:
-        platform_url = create_database(servers.database_url, platform_name)
-        upgrade(platform_url)
-        fund = generate_fund(platform_url, FundSpec(users=3, days=12, fills=400))
-        warehouse_url = create_database(servers.database_url, warehouse_name)
-        with psycopg.connect(servers.database_url, autocommit=True) as conn:  # UTC days must not be local days
-            conn.execute(f"ALTER DATABASE \"{warehouse_name}\" SET timezone TO 'Asia/Kolkata'")
-
-        # local: the DuckDB extract and dbt-duckdb build, run while the prod pipeline runs
-        local_path = workdir / "working.duckdb"
-        with duckdb.connect(str(local_path)) as duck:
-            extract_all(platform_url, duck)
-        command = [dbt_executable(), "build", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR)]
-        command += ["--target", "duckdb", "--target-path", str(workdir / "target"), "--log-path", str(workdir)]
-        local = subprocess.Popen(
-            command, cwd=ROOT, env=dbt_env(local_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-
-        store_root = workdir / "prod-store"  # prod never writes a DuckDB file: this must stay empty
-        resources: dict[str, Any] = {
-            "postgres": PostgresResource(database_url=platform_url),
-            "warehouse": WarehouseResource(root=str(store_root), deployment="prod", database_url=warehouse_url),
-            "dbt": dbt_resource("postgres"),
-        }
-        first, last = _days(platform_url)
-        partitioned = [a for a in EXTRACT_ASSETS if a.key.path[-1] in PARTITIONED]
-        rest = [a for a in EXTRACT_ASSETS if a not in partitioned] + [patriot_dbt_models, published]
-        runs_ok = {}
-        with DagsterInstance.ephemeral() as instance:
-            tags = {
-                "dagster/asset_partition_range_start": first.isoformat(),
-                "dagster/asset_partition_range_end": last.isoformat(),
-            }
-
-            def run(assets: list[Any], **options: Any) -> bool:
-                done = materialize(assets, resources=resources, instance=instance, raise_on_error=False, **options)
-                return done.success
-
-            runs_ok["extract"] = run(partitioned, tags=tags)
-            runs_ok["dbt"] = run([*partitioned, *rest], selection=[k for a in rest for k in a.keys])
-            runs_ok["python_marts"] = run([python_marts])
-            first_counts = _raw_counts(warehouse_url)
-            with psycopg.connect(warehouse_url) as conn:
-                logged = conn.execute("SELECT count(*) FROM raw._extract_log").fetchone()[0]  # type: ignore[index]
-            middle = first + timedelta(days=(last - first).days // 2)
-            runs_ok["again"] = run(partitioned, partition_key=middle.isoformat())
-            second_counts = _raw_counts(warehouse_url)
-            with psycopg.connect(warehouse_url) as conn:
-                relogged = conn.execute("SELECT count(*) FROM raw._extract_log").fetchone()[0]  # type: ignore[index]
-                moved = conn.execute(
-                    "SELECT sum(rows) FROM raw._extract_log WHERE partition_day = %s", (middle,)
-                ).fetchone()[0]  # type: ignore[index]
-
+    with (
+        scratch_database(servers.database_url) as platform_url,
+        scratch_database(servers.database_url, migrated=False, name=warehouse_name) as warehouse_url,
+    ):
         try:
-            stdout, stderr = local.communicate(timeout=240)
-        except subprocess.TimeoutExpired:
-            local.kill()
-            raise
-        local_build = subprocess.CompletedProcess(command, local.returncode, stdout, stderr)
-        yield Deployments(
-            platform_url,
-            warehouse_url,
-            fund,
-            local_path,
-            local_build,
-            store_root,
-            first_counts,
-            second_counts,
-            (logged, relogged, int(moved or 0)),
-            runs_ok,
-        )
-    finally:
-        os.environ.clear()
-        os.environ.update(environ)
-        drop_database(servers.database_url, warehouse_name)
-        drop_database(servers.database_url, platform_name)
+            fund = generate_fund(platform_url, FundSpec(users=3, days=12, fills=400))
+            with psycopg.connect(servers.database_url, autocommit=True) as conn:  # UTC days must not be local days
+                conn.execute(f"ALTER DATABASE \"{warehouse_name}\" SET timezone TO 'Asia/Kolkata'")
+
+            # local: the DuckDB extract and dbt-duckdb build, run while the prod pipeline runs
+            local_path = workdir / "working.duckdb"
+            with duckdb.connect(str(local_path)) as duck:
+                extract_all(platform_url, duck)
+            command = [dbt_executable(), "build", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR)]
+            command += ["--target", "duckdb", "--target-path", str(workdir / "target"), "--log-path", str(workdir)]
+            local = subprocess.Popen(
+                command, cwd=ROOT, env=dbt_env(local_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+
+            store_root = workdir / "prod-store"  # prod never writes a DuckDB file: this must stay empty
+            resources: dict[str, Any] = {
+                "postgres": PostgresResource(database_url=platform_url),
+                "warehouse": WarehouseResource(root=str(store_root), deployment="prod", database_url=warehouse_url),
+                "dbt": dbt_resource("postgres"),
+            }
+            first, last = _days(platform_url)
+            partitioned = [a for a in EXTRACT_ASSETS if a.key.path[-1] in PARTITIONED]
+            rest = [a for a in EXTRACT_ASSETS if a not in partitioned] + [patriot_dbt_models, published]
+            runs_ok = {}
+            with DagsterInstance.ephemeral() as instance:
+                tags = {
+                    "dagster/asset_partition_range_start": first.isoformat(),
+                    "dagster/asset_partition_range_end": last.isoformat(),
+                }
+
+                def run(assets: list[Any], **options: Any) -> bool:
+                    done = materialize(assets, resources=resources, instance=instance, raise_on_error=False, **options)
+                    return done.success
+
+                runs_ok["extract"] = run(partitioned, tags=tags)
+                runs_ok["dbt"] = run([*partitioned, *rest], selection=[k for a in rest for k in a.keys])
+                runs_ok["python_marts"] = run([python_marts])
+                first_counts = _raw_counts(warehouse_url)
+                with psycopg.connect(warehouse_url) as conn:
+                    logged = conn.execute("SELECT count(*) FROM raw._extract_log").fetchone()[0]  # type: ignore[index]
+                middle = first + timedelta(days=(last - first).days // 2)
+                runs_ok["again"] = run(partitioned, partition_key=middle.isoformat())
+                second_counts = _raw_counts(warehouse_url)
+                with psycopg.connect(warehouse_url) as conn:
+                    relogged = conn.execute("SELECT count(*) FROM raw._extract_log").fetchone()[0]  # type: ignore[index]
+                    moved = conn.execute(
+                        "SELECT sum(rows) FROM raw._extract_log WHERE partition_day = %s", (middle,)
+                    ).fetchone()[0]  # type: ignore[index]
+
+            try:
+                stdout, stderr = local.communicate(timeout=240)
+            except subprocess.TimeoutExpired:
+                local.kill()
+                raise
+            local_build = subprocess.CompletedProcess(command, local.returncode, stdout, stderr)
+            yield Deployments(
+                platform_url,
+                warehouse_url,
+                fund,
+                local_path,
+                local_build,
+                store_root,
+                first_counts,
+                second_counts,
+                (logged, relogged, int(moved or 0)),
+                runs_ok,
+            )
+        finally:
+            os.environ.clear()
+            os.environ.update(environ)
 
 
 @pytest.fixture(scope="module")
