@@ -10,11 +10,12 @@ of its own). ``--users`` users each get a funded simulator account linked with e
 minted with the API's secret. Rate limits are raised for the run (every request comes from 127.0.0.1), but both
 checks still run on every request.
 
-The load generator (aiohttp on uvloop) is open loop, like wrk2: request ``n`` is due at ``start + n / rate``,
-round-robin over ``--connections`` keep-alive connections, and its latency counts from when it was due, so a stall
-is never hidden by the load backing off. ``GET /portfolio`` (summary, positions, balances from the Redis read
-models, warmed first) over ``--connections``; ``POST /orders`` (market orders of 0.0002 BTC, alternating sides,
-with an ``Idempotency-Key``, answered once the order service committed the order) with one connection per user.
+The load generator (asyncio protocols on uvloop, keep-alive HTTP/1.1: it shares the two cores, so it is kept
+lean) is open loop, like wrk2: request ``n`` is due at ``start + n / rate``, round-robin over ``--connections``
+keep-alive connections, and its latency counts from when it was due, so a stall is never hidden by the load
+backing off. ``GET /portfolio`` (summary, positions, balances from the Redis read models, warmed first) over
+``--connections``; ``POST /orders`` (market orders of 0.0002 BTC, alternating sides, with an
+``Idempotency-Key``, answered once the order service committed the order) with one connection per user.
 Each phase has an unrecorded two-second warm-up. The last line is one JSON object.
 """
 
@@ -52,61 +53,122 @@ WARMUP_S = 2.0
 # --- the load generator (its own process: ``python -m bench.api --loadgen spec.json``) ----------------------------
 
 
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection with one request in flight, on asyncio's protocol layer: the load
+    generator shares the API's two cores, so every microsecond it spends per request is taken from the server
+    (aiohttp's client costs several times this per request)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.waiter is None:
+            return
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self.buffer[:end]).lower()
+        at = head.find(b"\r\ncontent-length:")
+        if at < 0:
+            self._fail(ConnectionError(f"no content-length in {head[:200]!r}"))
+            return
+        stop = head.find(b"\r\n", at + 2)
+        length = int(head[at + 17 : stop if stop > 0 else len(head)])
+        total = end + 4 + length
+        if len(self.buffer) < total:
+            return
+        status, body = int(head[9:12]), bytes(self.buffer[end + 4 : total])
+        del self.buffer[:total]
+        waiter, self.waiter = self.waiter, None
+        if not waiter.done():
+            waiter.set_result((status, body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._fail(exc or ConnectionError("the server closed the connection"))
+
+    def _fail(self, exc: Exception) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    async def request(self, data: bytes) -> tuple[int, bytes]:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        return await self.waiter
+
+
+def _request_bytes(spec: dict[str, Any], token: str, cid: str, body: bytes | None, key: str) -> bytes:
+    host = spec["base_url"].split("//", 1)[1]
+    lines = [f"{spec['method']} {spec['path']} HTTP/1.1", f"Host: {host}", f"Authorization: Bearer {token}"]
+    lines.append(f"X-Correlation-ID: {cid}")
+    if body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}", f"Idempotency-Key: {key}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
+
+
 async def _load(spec: dict[str, Any], seconds: float, record: bool) -> dict[str, Any]:
     """Offer ``rate`` requests a second for ``seconds`` over ``connections`` connections; latency from due time."""
     rate, connections = float(spec["rate"]), int(spec["connections"])
     tokens: list[str] = spec["tokens"]
     accounts: list[str] = spec.get("accounts", [])
-    url = spec["base_url"] + spec["path"]
+    host, port = spec["base_url"].split("//", 1)[1].split(":")
     total = int(rate * seconds)
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     errors: list[str] = []
-    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-        start = time.perf_counter() + 0.2
-        last_done = start
+    loop = asyncio.get_running_loop()
+    start = time.perf_counter() + 0.2
+    last_done = start
 
-        async def worker(k: int) -> None:
-            nonlocal last_done
-            user = k % len(tokens)
-            headers = {"Authorization": f"Bearer {tokens[user]}", "X-Correlation-ID": ""}
-            for n in range(k, total, connections):
-                due = start + n / rate
-                wait = due - time.perf_counter()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                headers["X-Correlation-ID"] = f"bench-{k}-{n}"
-                try:
-                    if spec["method"] == "GET":
-                        async with http.get(url, headers=headers) as response:
-                            await response.read()
-                    else:
-                        side = "buy" if (n // connections) % 2 == 0 else "sell"
-                        body = {
-                            "account_id": accounts[user],
-                            "symbol": "BTCUSDT",
-                            "side": side,
-                            "order_type": "market",
-                            "quantity": "0.0002",
-                        }
-                        headers["Idempotency-Key"] = uuid.uuid4().hex
-                        async with http.post(url, json=body, headers=headers) as response:
-                            await response.read()
-                    done = time.perf_counter()
-                    statuses[response.status] += 1
-                    if response.status >= 400 and len(errors) < 5:
-                        errors.append(f"{response.status}: {(await response.text())[:200]}")
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    done = time.perf_counter()
-                    statuses[0] += 1
-                    if len(errors) < 5:
-                        errors.append(repr(exc))
-                latencies.append(done - due)
-                last_done = max(last_done, done)
+    async def connect() -> _Connection:
+        _, protocol = await loop.create_connection(_Connection, host, int(port))
+        return protocol
 
-        await asyncio.gather(*(worker(k) for k in range(min(connections, total))))
+    async def worker(k: int) -> None:
+        nonlocal last_done
+        user = k % len(tokens)
+        connection = await connect()
+        for n in range(k, total, connections):
+            due = start + n / rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            body = None
+            if spec["method"] == "POST":
+                side = "buy" if (n // connections) % 2 == 0 else "sell"
+                order = {"account_id": accounts[user], "symbol": "BTCUSDT", "side": side}
+                body = json.dumps({**order, "order_type": "market", "quantity": "0.0002"}).encode()
+            data = _request_bytes(spec, tokens[user], f"bench-{k}-{n}", body, uuid.uuid4().hex)
+            try:
+                if connection.transport is None:
+                    connection = await connect()
+                status, answer = await asyncio.wait_for(connection.request(data), 30)
+                done = time.perf_counter()
+                statuses[status] += 1
+                if status >= 400 and len(errors) < 5:
+                    errors.append(f"{status}: {answer[:200].decode(errors='replace')}")
+            except (OSError, TimeoutError) as exc:
+                done = time.perf_counter()
+                statuses[0] += 1
+                if len(errors) < 5:
+                    errors.append(repr(exc))
+                if connection.transport is not None:
+                    connection.transport.close()
+                connection = await connect()
+            latencies.append(done - due)
+            last_done = max(last_done, done)
+        if connection.transport is not None:
+            connection.transport.close()
+
+    await asyncio.gather(*(worker(k) for k in range(min(connections, total))))
     ok = sum(c for s, c in statuses.items() if 200 <= s < 300)
     if not record:
         return {}

@@ -74,47 +74,61 @@ class PortfolioReadModels:
 
     async def cached(self, user_id: str, kinds: Iterable[str]) -> list[bytes]:
         """The JSON of ``kinds`` for one user: one MGET when cached; stale copies are served and refreshed in the
-        background, missing ones are read now (and cached)."""
+        background (together, in one task), missing ones are read now (and cached)."""
         kinds = tuple(kinds)
         keys = [self.key(user_id, kind) for kind in kinds] + [self._fresh_key(user_id, kind) for kind in kinds]
         found: list[Any] = await self._redis.mget(keys)
-        out: list[bytes] = []
-        for n, kind in enumerate(kinds):
-            body, fresh = found[n], found[len(kinds) + n]
-            if body is None:
-                body = await self._load(user_id, kind)
-            elif fresh is None:
-                self._refresh_soon(user_id, kind)
-            out.append(body)
+        out: list[bytes] = found[: len(kinds)]
+        missing = [kind for n, kind in enumerate(kinds) if out[n] is None]
+        stale = [kind for n, kind in enumerate(kinds) if out[n] is not None and found[len(kinds) + n] is None]
+        if missing:
+            loaded = dict(zip(missing, await self._load(user_id, missing), strict=True))
+            out = [loaded[kind] if body is None else body for kind, body in zip(kinds, out, strict=True)]
+        if stale:
+            self._refresh_soon(user_id, stale)
         return out
 
-    def _refresh_soon(self, user_id: str, kind: str) -> None:
-        key = self.key(user_id, kind)
-        if key in self._refreshing:
+    def _refresh_soon(self, user_id: str, kinds: list[str]) -> None:
+        """Refresh the stale ``kinds`` of one user in the background: one task, one Redis lock round trip, one
+        PostgreSQL connection for all of them (a portfolio read finds its three parts stale together)."""
+        keys = {kind: self.key(user_id, kind) for kind in kinds if self.key(user_id, kind) not in self._refreshing}
+        if not keys:
             return
 
         async def refresh() -> None:
             try:  # one refresher per key across processes; the lock lapses on its own if this one dies
-                if await self._redis.set(f"{key}:refreshing", b"1", nx=True, px=self._ttl_ms):
-                    await self._load(user_id, kind)
+                pipe = self._redis.pipeline(transaction=False)
+                for key in keys.values():
+                    pipe.set(f"{key}:refreshing", b"1", nx=True, px=self._ttl_ms)
+                won = [kind for kind, locked in zip(keys, await pipe.execute(), strict=True) if locked]
+                if won:
+                    await self._load(user_id, won)
             finally:
-                self._refreshing.pop(key, None)
+                for key in keys.values():
+                    self._refreshing.pop(key, None)
 
-        self._refreshing[key] = asyncio.ensure_future(refresh())
+        task = asyncio.ensure_future(refresh())
+        for key in keys.values():
+            self._refreshing[key] = task
 
-    async def _load(self, user_id: str, kind: str) -> bytes:
-        """Read one model from PostgreSQL and cache it (fresh for ``ttl_s``, kept for ``stale_s``)."""
+    async def _load(self, user_id: str, kinds: Iterable[str]) -> list[bytes]:
+        """Read models of one user from PostgreSQL (one connection) and cache them (fresh for ``ttl_s``, kept for
+        ``stale_s``) in one Redis round trip."""
+        bodies: list[bytes] = []
+        kinds = tuple(kinds)
         async with self._pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(_QUERIES[kind], (user_id,))
-            rows = await cur.fetchall()
-        value: Any = (rows[0] if rows else None) if kind == "summary" else rows
-        body = orjson.dumps(value, default=_json)
+            for kind in kinds:
+                await cur.execute(_QUERIES[kind], (user_id,))
+                rows = await cur.fetchall()
+                value: Any = (rows[0] if rows else None) if kind == "summary" else rows
+                bodies.append(orjson.dumps(value, default=_json))
         pipe = self._redis.pipeline(transaction=False)
-        pipe.set(self.key(user_id, kind), body, px=self._stale_ms)
-        pipe.set(self._fresh_key(user_id, kind), b"1", px=self._ttl_ms)
+        for kind, body in zip(kinds, bodies, strict=True):
+            pipe.set(self.key(user_id, kind), body, px=self._stale_ms)
+            pipe.set(self._fresh_key(user_id, kind), b"1", px=self._ttl_ms)
         await pipe.execute()
-        return body
+        return bodies
 
     async def read(self, user_id: str, kind: str) -> Any:
         """One read model of one user: from the cache, else from PostgreSQL (and cached)."""
@@ -123,7 +137,7 @@ class PortfolioReadModels:
         found: list[Any] = await self._redis.mget([self.key(user_id, kind), self._fresh_key(user_id, kind)])
         body, fresh = found
         if body is None or fresh is None:
-            body = await self._load(user_id, kind)
+            body = (await self._load(user_id, (kind,)))[0]
         return orjson.loads(body)
 
     async def positions(self, user_id: str) -> list[dict[str, Any]]:

@@ -101,3 +101,29 @@ async def test_cached_portfolio_is_answered_from_redis_without_reading_postgres(
     await redis.delete(models.key(alice.user_id, "summary"))
     third = (await api.client.get("/portfolio", headers=api.headers(alice))).json()
     assert third["summary"]["open_orders"] == 0 and await redis.exists(models.key(alice.user_id, "summary"))
+
+
+async def test_a_stale_portfolio_is_served_at_once_and_refreshed_in_the_background(api: ApiHarness) -> None:
+    alice = await api.new_user("user", with_account=True)
+    first = await portfolio_when(api, alice, lambda body: body["balances"])
+    models, redis = api.state.read_models, api.state.kernel.redis
+    kinds = ("summary", "positions", "balances")
+    planted = {**first["summary"], "open_orders": 4242}
+    for _ in range(3):  # a late invalidation may drop the planted copies: plant again
+        # past their freshness (the marks are gone) but still kept: the stale copies
+        await redis.set(models.key(alice.user_id, "summary"), orjson.dumps(planted), px=60_000)
+        await redis.set(models.key(alice.user_id, "positions"), b'["stale"]', px=60_000)
+        await redis.delete(*(models._fresh_key(alice.user_id, kind) for kind in kinds))
+        stale = (await api.client.get("/portfolio", headers=api.headers(alice))).json()
+        if stale["summary"]["open_orders"] == 4242:
+            break
+    # served as they were, without waiting for PostgreSQL ...
+    assert stale["summary"]["open_orders"] == 4242 and stale["positions"] == ["stale"]
+    # ... and refreshed behind the answer: every stale part, with fresh marks again
+    for _ in range(100):
+        refreshed = (await api.client.get("/portfolio", headers=api.headers(alice))).json()
+        if refreshed["summary"]["open_orders"] == 0 and refreshed["positions"] != ["stale"]:
+            break
+        await asyncio.sleep(0.05)
+    assert refreshed["summary"]["open_orders"] == 0 and refreshed["positions"] == first["positions"]
+    assert await redis.exists(*[models._fresh_key(alice.user_id, kind) for kind in kinds]) == len(kinds)

@@ -198,6 +198,10 @@ def test_incremental_run_with_new_and_late_fills_equals_a_full_rebuild(pipeline:
             )
             conn.commit()
         assert pipeline.run_day(instance, last_day)
+    # the hourly build started from the parse state the first build left (dbt did not parse the project again)
+    newest = max((DBT_DIR / "target").glob("patriot_dbt_models-*"), key=lambda p: p.stat().st_mtime)
+    log = (newest / "dbt.log").read_text()
+    assert "Partial parsing enabled" in log and "Unable to do partial parsing" not in log
     with duckdb.connect(str(working), read_only=True) as con:
         assert con.execute("SELECT sum(nav) FROM marts.nav_hourly").fetchone() != before
         late = con.execute(
