@@ -105,12 +105,12 @@ class _Connection(asyncio.Protocol):
         return await self.waiter
 
 
-def _request_bytes(spec: dict[str, Any], token: str, cid: str, body: bytes | None, key: str) -> bytes:
-    host = spec["base_url"].split("//", 1)[1]
-    lines = [f"{spec['method']} {spec['path']} HTTP/1.1", f"Host: {host}", f"Authorization: Bearer {token}"]
+def _request_bytes(spec: dict[str, Any], address: str, token: str, cid: str, body: bytes | None) -> bytes:
+    lines = [f"{spec['method']} {spec['path']} HTTP/1.1", f"Host: {address}", f"Authorization: Bearer {token}"]
     lines.append(f"X-Correlation-ID: {cid}")
     if body is not None:
-        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}", f"Idempotency-Key: {key}"]
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+        lines.append(f"Idempotency-Key: {uuid.uuid4().hex}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
 
 
@@ -119,7 +119,8 @@ async def _load(spec: dict[str, Any], seconds: float, record: bool) -> dict[str,
     rate, connections = float(spec["rate"]), int(spec["connections"])
     tokens: list[str] = spec["tokens"]
     accounts: list[str] = spec.get("accounts", [])
-    host, port = spec["base_url"].split("//", 1)[1].split(":")
+    address = spec["base_url"].split("//", 1)[1]
+    host, port = address.split(":")
     total = int(rate * seconds)
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
@@ -146,7 +147,7 @@ async def _load(spec: dict[str, Any], seconds: float, record: bool) -> dict[str,
                 side = "buy" if (n // connections) % 2 == 0 else "sell"
                 order = {"account_id": accounts[user], "symbol": "BTCUSDT", "side": side}
                 body = json.dumps({**order, "order_type": "market", "quantity": "0.0002"}).encode()
-            data = _request_bytes(spec, tokens[user], f"bench-{k}-{n}", body, uuid.uuid4().hex)
+            data = _request_bytes(spec, address, tokens[user], f"bench-{k}-{n}", body)
             try:
                 if connection.transport is None:
                     connection = await connect()

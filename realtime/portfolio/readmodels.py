@@ -91,7 +91,7 @@ class PortfolioReadModels:
     def _refresh_soon(self, user_id: str, kinds: list[str]) -> None:
         """Refresh the stale ``kinds`` of one user in the background: one task, one Redis lock round trip, one
         PostgreSQL connection for all of them (a portfolio read finds its three parts stale together)."""
-        keys = {kind: self.key(user_id, kind) for kind in kinds if self.key(user_id, kind) not in self._refreshing}
+        keys = {kind: key for kind in kinds if (key := self.key(user_id, kind)) not in self._refreshing}
         if not keys:
             return
 
