@@ -1,5 +1,6 @@
-"""Jobs, schedules and sensors: the hourly incremental path, a sensor that reacts to new fills, and the refresh
-of marts after every successful extract. Backfills run the ``extract_daily`` job over a range of partitions
+"""Jobs, schedules and sensors: the hourly incremental path, a sensor that reacts to new fills, the refresh
+of marts after every successful extract (its dbt tests read the rows it changed), and a nightly refresh whose
+tests read every row. Backfills run the ``extract_daily`` job over a range of partitions
 (from the UI, or ``dagster job backfill -j extract_daily --from 2025-01-01 --to 2025-03-31``).
 """
 
@@ -28,7 +29,7 @@ from dagster import (
 from orchestration.extract_assets import DAILY, PARTITIONED, WHOLE, raw_key
 from orchestration.prod_marts import PYTHON_MARTS
 from orchestration.resources import PostgresResource, deployment
-from orchestration.transform_assets import patriot_dbt_models, published_warehouse
+from orchestration.transform_assets import CHANGED_ROWS, TEST_SCOPE_TAG, patriot_dbt_models, published_warehouse
 
 extract_daily = define_asset_job(
     "extract_daily",
@@ -89,8 +90,22 @@ def new_fills(context: SensorEvaluationContext, postgres: PostgresResource) -> R
     default_status=DefaultSensorStatus.RUNNING,
 )
 def marts_after_extract(context: SensorEvaluationContext) -> RunRequest:
-    """Every successful extract rebuilds the marts on what it moved."""
-    return RunRequest(run_key=context.dagster_run.run_id)  # type: ignore[attr-defined]
+    """Every successful extract rebuilds the marts on what it moved, testing the rows the build changed (the
+    nightly ``full_tests`` run tests every row)."""
+    return RunRequest(run_key=context.dagster_run.run_id, tags={TEST_SCOPE_TAG: CHANGED_ROWS})  # type: ignore[attr-defined]
+
+
+@schedule(
+    cron_schedule="30 2 * * *",
+    job=refresh_marts,
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+)
+def full_tests(context: ScheduleEvaluationContext) -> RunRequest:
+    """Every night: the marts refreshed with every dbt test reading every row, not only the rows changed since
+    the last build (what the hourly refreshes test)."""
+    now = context.scheduled_execution_time or datetime.now(UTC)
+    return RunRequest(run_key=f"full-tests@{now:%Y-%m-%d}")
 
 
 FRESHNESS_CHECKS = build_last_update_freshness_checks(
@@ -101,5 +116,5 @@ with warnings.catch_warnings():  # superseded by FreshnessPolicy, which this Dag
     freshness_sensor = build_sensor_for_freshness_checks(freshness_checks=FRESHNESS_CHECKS)
 
 JOBS = [extract_daily, refresh_marts]
-SCHEDULES = [hourly_incremental]
+SCHEDULES = [hourly_incremental, full_tests]
 SENSORS = [new_fills, marts_after_extract, freshness_sensor]

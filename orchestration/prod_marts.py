@@ -40,7 +40,7 @@ MODELS_DIR = DBT_DIR / "models" / "marts"
 # The relations the models read (their ``dbt.ref`` calls), for lineage; a ref outside this list is still served.
 UPSTREAM = {
     "performance": ("marts/nav_daily", "marts/nav_hourly", "intermediate/int_scope_activity"),
-    "trade_stats": ("marts/fct_fills", "marts/nav_daily", "intermediate/int_scope_accounts"),
+    "trade_stats": ("marts/fct_fills", "intermediate/int_scope_accounts", "intermediate/int_account_calendar"),
     "risk_var": ("marts/nav_daily",),
 }
 _SCHEMAS = ("marts", "intermediate", "staging")  # where dbt puts models (macros/generate_schema_name.sql)

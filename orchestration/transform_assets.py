@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from importlib.metadata import version
 from pathlib import Path
@@ -105,9 +105,21 @@ def patriot_dbt_models(
         os.environ.update({**dbt_env(), **dbt_postgres_env(warehouse.url())})
     else:
         os.environ.update(dbt_env(warehouse.store().working_path()))
+    os.environ["PATRIOT_DBT_TESTS"] = dbt_test_scope(context.run.tags)
     invocation = dbt.cli(["build"], context=context)
     yield from invocation.stream()
     keep_parse_state(invocation.target_path, DBT_DIR / "target")
+
+
+TEST_SCOPE_TAG = "patriot/dbt_tests"
+CHANGED_ROWS = "changed_rows"
+
+
+def dbt_test_scope(tags: Mapping[str, str]) -> str:
+    """``changed_rows`` when the run asks for it (the hourly refresh after an extract): the generic tests of the
+    incremental models then read only the rows this build changed (``dbt_project/macros/changed_rows.sql``).
+    Anything else, a run from the UI or the nightly ``full_tests`` run, tests every row."""
+    return CHANGED_ROWS if tags.get(TEST_SCOPE_TAG) == CHANGED_ROWS else "all"
 
 
 KEPT_RUN_DIRS = 24

@@ -1,7 +1,10 @@
 -- Quote cash of each account at the end of each hour: cumulative capital flows plus cumulative fill cash
 -- flows (- buy cost, + sell proceeds, - fees). `net_flows` are the capital flows within the hour.
 -- Incremental: recomputes the hours from recompute_from_hour() on, from the cash of the hour before.
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='hour') }}
+{{ config(
+    materialized='incremental', incremental_strategy='delete+insert', unique_key='hour',
+    meta={'changed_rows': {'column': 'hour', 'since': 'hour'}},
+) }}
 
 with {% if is_incremental() %}bounds as (
     select {{ recompute_from_hour() }} as from_hour

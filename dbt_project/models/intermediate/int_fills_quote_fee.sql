@@ -4,7 +4,10 @@
 -- the last close of <fee asset><quote asset> known at the fill (NULL if no such candle: the not_null test
 -- on fee_quote reports it rather than dropping the fee).
 -- Incremental: the fills of the raw partitions extracted since the last build (macros/incremental.sql).
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='fill_id') }}
+{{ config(
+    materialized='incremental', incremental_strategy='delete+insert', unique_key='fill_id',
+    meta={'changed_rows': {'column': 'created_at', 'since': 'fills'}},
+) }}
 
 with fills as (
     select

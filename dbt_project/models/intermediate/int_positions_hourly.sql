@@ -1,7 +1,10 @@
 -- Cumulative signed quantity of each account and symbol at the end of each hour of the account calendar,
 -- from the hour of the account's first fill in that symbol (a closed position stays, at quantity 0).
 -- Incremental: recomputes the hours from recompute_from_hour() on, from the quantity of the hour before.
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='hour') }}
+{{ config(
+    materialized='incremental', incremental_strategy='delete+insert', unique_key='hour',
+    meta={'changed_rows': {'column': 'hour', 'since': 'hour'}},
+) }}
 
 with {% if is_incremental() %}bounds as (
     select {{ recompute_from_hour() }} as from_hour

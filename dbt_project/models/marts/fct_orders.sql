@@ -1,6 +1,9 @@
 -- One row per order, latest version.
 -- Incremental: the orders of the raw partitions extracted since the last build (macros/incremental.sql).
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='order_id') }}
+{{ config(
+    materialized='incremental', incremental_strategy='delete+insert', unique_key='order_id',
+    meta={'changed_rows': {'column': 'updated_at', 'since': 'orders'}},
+) }}
 
 select
     order_id,

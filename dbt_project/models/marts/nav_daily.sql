@@ -2,7 +2,10 @@
 -- and the time-weighted daily return (nav - net_flows) / previous day's nav - 1 (NULL on the scope's first
 -- day). The last day can be partial: its NAV is the last marked hour's.
 -- Incremental: the days from the day of recompute_from_hour() on; the first returns on the stored NAV before.
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='day') }}
+{{ config(
+    materialized='incremental', incremental_strategy='delete+insert', unique_key='day',
+    meta={'changed_rows': {'column': 'day', 'since': 'day'}},
+) }}
 
 with {% if is_incremental() %}bounds as (
     select {{ utc_date(recompute_from_hour()) }} as from_day

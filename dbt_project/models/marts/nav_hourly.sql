@@ -4,7 +4,10 @@
 -- positive, e.g. the scope's first hour). Scopes aggregate accounts through int_scope_accounts.
 -- Incremental: the hours from recompute_from_hour() on; the first of them returns on the stored NAV before.
 -- Scope weights are today's: a changed strategy allocation restates history on the next --full-refresh.
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='hour') }}
+{{ config(
+    materialized='incremental', incremental_strategy='delete+insert', unique_key='hour',
+    meta={'changed_rows': {'column': 'hour', 'since': 'hour'}},
+) }}
 
 with {% if is_incremental() %}bounds as (
     select {{ recompute_from_hour() }} as from_hour

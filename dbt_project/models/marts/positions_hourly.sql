@@ -3,7 +3,10 @@
 -- most recent close of any exchange (a simulator account trades on replayed Binance candles). A position
 -- without any mark keeps a NULL mark_price (reported by the open_positions_are_marked test); a flat one is
 -- worth 0. Incremental: the hours from recompute_from_hour() on.
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='hour') }}
+{{ config(
+    materialized='incremental', incremental_strategy='delete+insert', unique_key='hour',
+    meta={'changed_rows': {'column': 'hour', 'since': 'hour'}},
+) }}
 
 with marks_by_symbol as (
     select symbol, hour, mark_price

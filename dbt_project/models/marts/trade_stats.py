@@ -130,13 +130,22 @@ def model(dbt, session):
 
     account_ids, account_counts, account_sums = _account_totals(dbt.ref("fct_fills"))
     account_index = {account_id: index for index, account_id in enumerate(account_ids)}
-    scopes = dbt.ref("nav_daily").project("scope, scope_id").distinct().order("scope, scope_id").to_arrow_table()
+    # The scopes with a NAV: those of the accounts with hours in the calendar (nav_hourly is built from these
+    # two tables); asked of them rather than of nav_daily, this model need not wait for the NAV marts.
+    members_relation = dbt.ref("int_scope_accounts")
+    with_hours = dbt.ref("int_account_calendar").project("account_id").distinct()
+    scopes = (
+        members_relation.join(with_hours, "account_id")
+        .project("scope, scope_id")
+        .distinct()
+        .order("scope, scope_id")
+        .to_arrow_table()
+    )
     scope_keys = zip(scopes.column(0).to_pylist(), scopes.column(1).to_pylist(), strict=True)
     scope_index = {key: index for index, key in enumerate(scope_keys)}
     members = [
         (scope_index[(scope, scope_id)], account_index[account_id], weight)
-        for scope, scope_id, account_id, weight in dbt.ref("int_scope_accounts")
-        .project("scope, scope_id, account_id, weight")
+        for scope, scope_id, account_id, weight in members_relation.project("scope, scope_id, account_id, weight")
         .fetchall()
         if (scope, scope_id) in scope_index and account_id in account_index
     ]

@@ -1,6 +1,14 @@
 -- Fills, one row per id (an overlapping extract can copy the same row twice). Deliberately NOT deduplicated
 -- on (account_id, exchange, trade_id): two ids for one venue trade is a data error that the uniqueness test
 -- on this model reports instead of hiding.
+-- Incremental: only the raw partitions extracted since the last build are ranked (macros/incremental.sql);
+-- filtering on created_at before ranking keeps the same winner, since the latest version of an id is the one
+-- with the greatest created_at.
+{{ config(
+    materialized='incremental', incremental_strategy='delete+insert', unique_key='fill_id',
+    meta={'changed_rows': {'column': 'created_at', 'since': 'fills'}},
+) }}
+
 with ranked as (
     select
         cast(id as varchar) as fill_id,
@@ -20,6 +28,7 @@ with ranked as (
         cast(created_at as timestamp with time zone) as created_at,
         row_number() over (partition by id order by created_at desc) as version_rank
     from {{ source('raw', 'fills') }}
+    {% if is_incremental() %}where created_at >= {{ changed_since('fills') }}{% endif %}
 )
 
 select

@@ -1,4 +1,12 @@
 -- Orders, one row per id: the extract upserts on updated_at, so the latest version wins.
+-- Incremental: only the raw partitions extracted since the last build are ranked (macros/incremental.sql);
+-- filtering on updated_at before ranking keeps the same winner, since the latest version of an id is the one
+-- with the greatest updated_at.
+{{ config(
+    materialized='incremental', incremental_strategy='delete+insert', unique_key='order_id',
+    meta={'changed_rows': {'column': 'updated_at', 'since': 'orders'}},
+) }}
+
 with ranked as (
     select
         cast(id as varchar) as order_id,
@@ -22,6 +30,7 @@ with ranked as (
         cast(updated_at as timestamp with time zone) as updated_at,
         row_number() over (partition by id order by updated_at desc) as version_rank
     from {{ source('raw', 'orders') }}
+    {% if is_incremental() %}where updated_at >= {{ changed_since('orders') }}{% endif %}
 )
 
 select

@@ -253,18 +253,21 @@ def _write_fund(path: Path) -> Fund:
     return Fund(path, fills, candles)
 
 
-def _dbt(command: str, workdir: Path, warehouse: Path | None = None) -> tuple[subprocess.CompletedProcess[str], float]:
+def _dbt(
+    command: str, workdir: Path, warehouse: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run one dbt command on the project as Dagster does, with its target and logs kept in ``workdir``."""
     dbt = Path(sys.executable).with_name("dbt")
     args = [str(dbt) if dbt.exists() else "dbt", command, "--project-dir", str(PROJECT_DIR), "--profiles-dir"]
     args += [str(PROJECT_DIR), "--target", "duckdb", "--target-path", str(workdir / "target")]
     args += ["--log-path", str(workdir / "logs")]
-    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "False", "DO_NOT_TRACK": "1", "PATRIOT_ROOT": str(ROOT)}
-    env.pop("PATRIOT_WAREHOUSE_PATH", None)
+    environment = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "False", "DO_NOT_TRACK": "1"}
+    environment |= {"PATRIOT_ROOT": str(ROOT), **(env or {})}
+    environment.pop("PATRIOT_WAREHOUSE_PATH", None)
     if warehouse is not None:
-        env["PATRIOT_WAREHOUSE_PATH"] = str(warehouse)
+        environment["PATRIOT_WAREHOUSE_PATH"] = str(warehouse)
     started = time.perf_counter()
-    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
+    result = subprocess.run(args, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=280)
     return result, time.perf_counter() - started
 
 
@@ -461,6 +464,58 @@ def test_bad_fills_fail_dbt_build_naming_the_failing_tests(fund: Fund, tmp_path:
     with duckdb.connect(str(path), read_only=True) as con:
         marts = _mart_tables(con)
     assert "nav_hourly" not in marts  # the marts downstream of the failed tests were skipped
+
+
+def _append_fill(
+    con: duckdb.DuckDBPyConnection, like: str, name: str, at: datetime, trade_id: str | None = None, sign: int = 1
+) -> None:
+    """A new raw fill copied from fill ``like`` (its trade id unless ``trade_id``), recorded at ``at`` and logged
+    as an extract of that day, as the hourly extract would leave it."""
+    con.execute(
+        "INSERT INTO raw.fills SELECT ?, order_id, account_id, user_id, exchange, symbol, side,"
+        " coalesce(?, trade_id), ? * quantity, price, fee, fee_asset, liquidity, ?, ? FROM raw.fills WHERE id = ?",
+        [_id(name), trade_id, sign, at, at, like],
+    )
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS raw._extract_log"
+        " (table_name VARCHAR, partition_day DATE, rows BIGINT, extracted_at TIMESTAMPTZ)"
+    )
+    con.execute("INSERT INTO raw._extract_log VALUES ('fills', ?, 1, now())", [at.date()])
+
+
+def test_hourly_tests_read_the_changed_rows_and_still_catch_a_repeated_venue_trade(
+    built: duckdb.DuckDBPyConnection, fund: Fund, tmp_path: Path
+) -> None:
+    path = tmp_path / "working.duckdb"
+    (built_file,) = built.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
+    shutil.copyfile(built_file, path)
+    last = max(fund.fills, key=lambda fill: fill["filled_at"])
+    changed_rows = {"PATRIOT_DBT_TESTS": "changed_rows"}
+
+    with duckdb.connect(str(path)) as con:
+        # an old row broken in place, which no build touches: only a test that reads every row sees it
+        con.execute("UPDATE marts.fct_fills SET side = 'hold' WHERE fill_id = ?", [fund.fills[0]["id"]])
+        _append_fill(con, last["id"], "hourly/clean", last["filled_at"] + timedelta(seconds=1), trade_id="hourly-1")
+    hourly, _ = _dbt("build", tmp_path, path, env=changed_rows)
+    assert hourly.returncode == 0, hourly.stdout[-4000:]
+    with duckdb.connect(str(path), read_only=True) as con:
+        built_now = con.execute("SELECT count(*) FROM marts.fct_fills WHERE fill_id = ?", [_id("hourly/clean")])
+        assert built_now.fetchone() == (1,)
+    every_row, _ = _dbt("test", tmp_path, path)
+    assert every_row.returncode != 0
+    assert "Failure in test accepted_values_fct_fills_side__buy__sell" in every_row.stdout, every_row.stdout[-4000:]
+
+    with duckdb.connect(str(path)) as con:
+        at = last["filled_at"] + timedelta(seconds=2)
+        # a second id for a venue trade recorded long ago, and a new fill with a negative quantity
+        _append_fill(con, fund.fills[1]["id"], "hourly/repeat", at)
+        _append_fill(con, last["id"], "hourly/negative", at, trade_id="hourly-2", sign=-1)
+    hourly, _ = _dbt("build", tmp_path, path, env=changed_rows)
+    assert hourly.returncode != 0
+    assert "Failure in test stg_fills_unique_account_exchange_trade" in hourly.stdout, hourly.stdout[-4000:]
+    assert "Failure in test stg_fills_quantity_positive" in hourly.stdout, hourly.stdout[-4000:]
 
 
 def test_dbt_parse_without_a_warehouse_writes_the_manifest(tmp_path: Path) -> None:

@@ -21,7 +21,9 @@ from orchestration.definitions import defs
 from orchestration.extract_assets import EXTRACT_ASSETS, PARTITIONED
 from orchestration.resources import PostgresResource, WarehouseResource
 from orchestration.transform_assets import (
+    CHANGED_ROWS,
     DBT_DIR,
+    TEST_SCOPE_TAG,
     dbt_env,
     dbt_executable,
     dbt_resource,
@@ -71,14 +73,14 @@ class Pipeline:
         return extract.success, marts.success
 
     def run_day(self, instance: DagsterInstance, day: str) -> bool:
-        """The hourly path: one day's extract partition, then dimensions + dbt (incremental) + publish."""
+        """The hourly path: one day's extract partition, then dimensions + dbt (incremental, its tests on the
+        changed rows, as the marts_after_extract sensor asks) + publish."""
         partitioned = [a for a in EXTRACT_ASSETS if a.key.path[-1] in PARTITIONED]
         extract = materialize(partitioned, resources=self.resources(), instance=instance, partition_key=day)
         rest = [k for a in ALL_ASSETS if a not in partitioned for k in a.keys]
-        return (
-            extract.success
-            and materialize(ALL_ASSETS, selection=rest, resources=self.resources(), instance=instance).success
-        )
+        tags = {TEST_SCOPE_TAG: CHANGED_ROWS}
+        marts = materialize(ALL_ASSETS, selection=rest, resources=self.resources(), instance=instance, tags=tags)
+        return extract.success and marts.success
 
 
 @pytest.fixture
@@ -93,7 +95,7 @@ def test_definitions_load_with_every_asset_job_schedule_and_sensor() -> None:
     assert AssetKey(["raw", "fills"]) in keys and AssetKey(["warehouse", "published"]) in keys
     assert any(k.path[-1] == "nav_daily" for k in keys) and any(k.path[-1] == "risk_var" for k in keys)
     assert {"extract_daily", "refresh_marts"} <= {j.name for j in repo.get_all_jobs()}
-    assert {s.name for s in repo.schedule_defs} == {"hourly_incremental"}
+    assert {s.name for s in repo.schedule_defs} == {"hourly_incremental", "full_tests"}
     assert {"new_fills", "marts_after_extract"} <= {s.name for s in repo.sensor_defs}
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert "great_expectations" in checks
