@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from api.errors import COMMON_RESPONSES, install_error_handlers
+from api.hot import HotReadsMiddleware
 from api.metrics import build_api_metrics
 from api.middleware import RequestContextMiddleware
 from api.ratelimit import IpRateLimitMiddleware
@@ -86,7 +87,8 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router, responses=COMMON_RESPONSES)
     # protection and tracing (issue 6); the last added runs first, so both run inside the request context and
-    # a per-IP 429 is still traced, timed and logged with its correlation id
+    # a per-IP 429 is still traced, timed and logged with its correlation id; the hot reads (api.hot) innermost
+    app.add_middleware(HotReadsMiddleware)  # type: ignore[arg-type]
     app.add_middleware(IpRateLimitMiddleware)  # type: ignore[arg-type]
     app.add_middleware(TracingMiddleware)  # type: ignore[arg-type]
     app.add_middleware(

@@ -1,7 +1,7 @@
 """API benchmark: the cached portfolio read and order placement over HTTP, against the API served as in production.
 
     python -m bench.api [--workers 2] [--seconds 10] [--portfolio-rate 2000] [--connections 200]
-                        [--orders-rate 500] [--users 100]
+                        [--orders-rate 100] [--users 100]
 
 Processes, as deployed: the exchange simulator (replaying the shipped 2025 candles), the order service
 (``patriot orders``), the API (``python -m api.serve``: granian with ``--workers`` processes, JSON access log on)
@@ -385,7 +385,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--portfolio-rate", type=float, default=2000.0)
     parser.add_argument("--connections", type=int, default=200)
-    parser.add_argument("--orders-rate", type=float, default=500.0)
+    parser.add_argument(
+        "--orders-rate", type=float, default=100.0, help="orders a second over --users users (100: one each a second)"
+    )
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--trace-sample", type=float, default=0.01, help="share of requests whose spans are recorded")
     parser.add_argument("--loadgen", type=Path, help=argparse.SUPPRESS)

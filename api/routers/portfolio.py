@@ -18,6 +18,7 @@ from api.deps import AuthPrincipal, State, allowed
 from api.errors import ApiError, ErrorBody
 from api.permissions import STAFF_ROLES, Permission
 from api.schemas.portfolio import BalancePublic, OpenOrderPublic, PortfolioPublic, PositionPublic
+from api.state import ApiState
 
 router = APIRouter(prefix="/portfolio", tags=["portfolio"])
 
@@ -54,13 +55,26 @@ def target_user(principal: AuthPrincipal, user_id: UUID | None) -> str:
     },
 )
 async def portfolio(state: State, principal: Reader, user_id: UserId = None) -> Response:
-    target = target_user(principal, user_id)
+    return Response(await read_portfolio(state, target_user(principal, user_id)), media_type=_JSON)
+
+
+async def read_portfolio(state: ApiState, target: str) -> bytes:
+    """The JSON of ``GET /portfolio`` for ``target`` (also served by api.hot)."""
     summary, positions, balances = await state.read_models.cached(target, ("summary", "positions", "balances"))
     if summary == b"null":
         raise ApiError(404, "user_not_found", f"no user {target}")
     parts = [b'{"user_id":', orjson.dumps(target), b',"summary":', summary, b',"positions":', positions]
-    body = b"".join([*parts, b',"balances":', balances, b"}"])
-    return Response(body, media_type=_JSON)
+    return b"".join([*parts, b',"balances":', balances, b"}"])
+
+
+# the parts with a route of their own: URL segment -> read model kind
+PARTS = {"positions": "positions", "balances": "balances", "open-orders": "open_orders"}
+
+
+async def read_part(state: ApiState, target: str, part: str) -> bytes:
+    """The JSON of ``GET /portfolio/<part>`` for ``target`` (also served by api.hot)."""
+    (body,) = await state.read_models.cached(target, (PARTS[part],))
+    return body
 
 
 @router.get(
@@ -71,8 +85,7 @@ async def portfolio(state: State, principal: Reader, user_id: UserId = None) -> 
     responses={**_ERRORS, 200: {"model": list[PositionPublic], "content": {_JSON: {}}}},
 )
 async def positions(state: State, principal: Reader, user_id: UserId = None) -> Response:
-    (body,) = await state.read_models.cached(target_user(principal, user_id), ("positions",))
-    return Response(body, media_type=_JSON)
+    return Response(await read_part(state, target_user(principal, user_id), "positions"), media_type=_JSON)
 
 
 @router.get(
@@ -83,8 +96,7 @@ async def positions(state: State, principal: Reader, user_id: UserId = None) -> 
     responses={**_ERRORS, 200: {"model": list[BalancePublic], "content": {_JSON: {}}}},
 )
 async def balances(state: State, principal: Reader, user_id: UserId = None) -> Response:
-    (body,) = await state.read_models.cached(target_user(principal, user_id), ("balances",))
-    return Response(body, media_type=_JSON)
+    return Response(await read_part(state, target_user(principal, user_id), "balances"), media_type=_JSON)
 
 
 @router.get(
@@ -95,5 +107,4 @@ async def balances(state: State, principal: Reader, user_id: UserId = None) -> R
     responses={**_ERRORS, 200: {"model": list[OpenOrderPublic], "content": {_JSON: {}}}},
 )
 async def open_orders(state: State, principal: Reader, user_id: UserId = None) -> Response:
-    (body,) = await state.read_models.cached(target_user(principal, user_id), ("open_orders",))
-    return Response(body, media_type=_JSON)
+    return Response(await read_part(state, target_user(principal, user_id), "open-orders"), media_type=_JSON)

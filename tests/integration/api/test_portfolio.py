@@ -1,6 +1,6 @@
 """/portfolio over real HTTP: a fill placed through the order service shows in its user's portfolio and nobody
 else's; users cannot ask for another user's portfolio, fund managers can; the hot read is served from the read
-models' Redis cache."""
+models' Redis cache, by api.hot without FastAPI's router, answering as the routes do."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from api.hot import HotReadsMiddleware
 from core.domain.orders import OrderType
 from tests.integration.api.conftest import ApiHarness, ApiUser, error_code
 
@@ -127,3 +128,74 @@ async def test_a_stale_portfolio_is_served_at_once_and_refreshed_in_the_backgrou
         await asyncio.sleep(0.05)
     assert refreshed["summary"]["open_orders"] == 0 and refreshed["positions"] == first["positions"]
     assert await redis.exists(*[models._fresh_key(alice.user_id, kind) for kind in kinds]) == len(kinds)
+
+
+PORTFOLIO_PATHS = ("/portfolio", "/portfolio/positions", "/portfolio/balances", "/portfolio/open-orders")
+
+
+async def test_hot_reads_answer_as_the_routes_do(api: ApiHarness) -> None:
+    alice = await api.new_user("user", with_account=True)
+    await portfolio_when(api, alice, lambda body: body["balances"])
+    own = {"user_id": alice.user_id}  # with a query string the request goes on to FastAPI's route
+    for path in PORTFOLIO_PATHS:
+        for _ in range(3):  # a fill's late cache invalidation may land between the two reads: read both again
+            hot = await api.client.get(path, headers=api.headers(alice))
+            routed = await api.client.get(path, params=own, headers=api.headers(alice))
+            if hot.content == routed.content:
+                break
+        assert hot.status_code == routed.status_code == 200, path
+        assert hot.headers["content-type"] == routed.headers["content-type"] == "application/json"
+        assert hot.content == routed.content, path
+        for headers, status in (({"Authorization": "Bearer not-a-token"}, 401), (api.service_headers(), 403)):
+            hot = await api.client.get(path, headers=headers)
+            routed = await api.client.get(path, params=own, headers=headers)
+            assert hot.status_code == routed.status_code == status, path
+            assert error_code(hot) == error_code(routed) and hot.headers.get("www-authenticate") == routed.headers.get(
+                "www-authenticate"
+            )
+
+
+async def test_hot_reads_skip_the_router_and_leave_every_other_request_to_it(api: ApiHarness) -> None:
+    alice = await api.new_user("user", with_account=True)
+    await portfolio_when(api, alice, lambda body: body["balances"])
+    reached: list[str] = []
+
+    async def router(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        reached.append(f"{scope['method']} {scope['path']}?{scope['query_string'].decode()}")
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    def request(path: str, query: bytes = b"", method: str = "GET", token: str | None = "own") -> dict[str, Any]:
+        headers = [] if token is None else [(b"authorization", f"Bearer {api.token(alice)}".encode())]
+        return {"type": "http", "method": method, "path": path, "query_string": query, "headers": headers,
+                "app": api.app, "client": ("127.0.0.1", 50000)}  # fmt: skip
+
+    hot = HotReadsMiddleware(router)
+    for path in PORTFOLIO_PATHS:
+        await hot(request(path), receive, send)
+        assert sent[-2]["status"] == 200, sent[-1]
+    assert reached == []
+    assert orjson.loads(sent[1]["body"])["user_id"] == alice.user_id
+    for elsewhere in (
+        request("/portfolio", query=f"user_id={alice.user_id}".encode()),
+        request("/portfolio", token=None),
+        request("/portfolio/"),
+        request("/portfolio", method="HEAD"),
+        request("/portfolio/history"),
+        request("/orders"),
+    ):
+        await hot(elsewhere, receive, send)
+    assert reached == [
+        f"GET /portfolio?user_id={alice.user_id}",
+        "GET /portfolio?",
+        "GET /portfolio/?",
+        "HEAD /portfolio?",
+        "GET /portfolio/history?",
+        "GET /orders?",
+    ]
