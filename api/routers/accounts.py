@@ -1,29 +1,28 @@
-"""/accounts: the caller's linked exchange accounts. Linking checks the keys against the venue, stores them
-encrypted (``core.security.account_secrets``) and answers with the masked key only; the key and secret are never
-returned or logged. Another user's account is answered 404, as if it did not exist."""
+"""/accounts: the caller's linked exchange accounts. Linking checks the keys against the venue, seals them here
+(``core.security.account_secrets.seal_account``) and sends ``LinkExchangeAccount`` to the order service, which
+stores the account and records ``ExchangeAccountLinked``; deactivating is ``DeactivateExchangeAccount``, which
+also cancels the account's open orders. Answers carry the masked key only; the key and secret are never returned,
+logged or sent anywhere unsealed. Another user's account is answered 404, as if it did not exist."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Annotated, Any
 
-import psycopg
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from api.deps import AuthPrincipal, State, require
 from api.errors import AUTH_RESPONSES, ApiError, Responses
 from api.permissions import Permission
 from api.schemas.accounts import AccountCreate, AccountPublic
-from api.services.trading import (
-    deactivate_account,
-    is_unique_violation,
-    own_account,
-    own_accounts,
-    validate_exchange_keys,
-)
+from api.services.trading import own_account, own_accounts, validate_exchange_keys
+from api.state import ApiState
+from core.domain.exchange_accounts import DeactivateExchangeAccount, LinkExchangeAccount
+from core.domain.messages import Command
+from core.observability.context import get_correlation_id
 from core.observability.logging import get_logger
-from core.security.account_secrets import store_account
+from core.security.account_secrets import seal_account
+from realtime.orders.commands import CommandTimeout
 
 router = APIRouter(prefix="/accounts", tags=["accounts"])
 log = get_logger("api.accounts")
@@ -45,40 +44,48 @@ _NOT_FOUND: Responses = {404: {"description": "you have no such account"}, 422: 
         409: {"description": "you already have an account with this exchange and label"},
         422: {"description": "the body is not valid"},
         503: {"description": "the venue could not be reached to check the keys"},
+        504: {"description": "the order service did not answer in time"},
     },
 )
-async def link_account(body: AccountCreate, principal: Trader, state: State) -> dict[str, Any]:
+async def link_account(body: AccountCreate, principal: Trader, state: State, request: Request) -> dict[str, Any]:
     api_key, api_secret = body.api_key.get_secret_value(), body.api_secret.get_secret_value()
     kernel = state.kernel
     await validate_exchange_keys(state.venues, kernel.redis, kernel.names.prefix, body.exchange, api_key, api_secret)
     account_id = str(uuid.uuid4())
-
-    def store() -> None:  # account_secrets speaks the sync driver; a link is rare enough for one connection
-        with psycopg.connect(kernel.database_url) as conn:
-            store_account(
-                conn,
-                state.keyring,
-                account_id=account_id,
-                user_id=principal.user_id,
-                exchange=body.exchange,
-                label=body.label,
-                api_key=api_key,
-                api_secret=api_secret,
-            )
-            conn.commit()
-
-    try:
-        await asyncio.to_thread(store)
-    except psycopg.Error as error:
-        if is_unique_violation(error):
-            raise ApiError(
-                409,
-                "account_exists",
-                f"you already have a {body.exchange} account labelled {body.label!r}: choose another label",
-            ) from None
-        raise
+    sealed = seal_account(state.keyring, account_id, api_key, api_secret)  # only ciphertext leaves this process
+    command = LinkExchangeAccount(
+        account_id=account_id,
+        user_id=principal.user_id,
+        exchange=body.exchange,
+        label=body.label,
+        api_key_masked=sealed.api_key_masked,
+        api_key_encrypted=sealed.api_key_encrypted,
+        api_secret_encrypted=sealed.api_secret_encrypted,
+        key_version=sealed.key_version,
+        correlation_id=get_correlation_id(),
+    )
+    await _account_command(request, state, command, principal.user_id)
     log.info("account.linked", account_id=account_id, user_id=principal.user_id, exchange=body.exchange)
     return await own_account(kernel.pool, principal.user_id, account_id)
+
+
+async def _account_command(request: Request, state: ApiState, command: Command, user_id: str) -> dict[str, Any]:
+    """Send an account command to the order service and wait for its answer; refusals become errors."""
+    try:
+        reply = await state.commands.send(command, user_id, wait_s=request.app.state.settings.api.order_reply_timeout_s)
+    except CommandTimeout:
+        raise ApiError(
+            504, "account_command_timeout", "the order service did not answer in time; GET /accounts to see"
+        ) from None
+    assert reply is not None
+    if not reply.get("ok", False):
+        error, message = reply.get("error"), str(reply.get("message") or reply.get("error"))
+        if error == "AccountExists":
+            raise ApiError(409, "account_exists", message)
+        if error == "AccountNotFound":
+            raise ApiError(404, "account_not_found", message)
+        raise ApiError(422, "account_command_refused", f"the order service refused the request: {message}")
+    return reply
 
 
 @router.get("", response_model=list[AccountPublic], summary="Your linked exchange accounts", responses=AUTH_RESPONSES)
@@ -99,10 +106,13 @@ async def get_account(account_id: uuid.UUID, principal: Reader, state: State) ->
 @router.delete(
     "/{account_id}",
     response_model=AccountPublic,
-    summary="Deactivate one of your accounts: no new orders; its private stream stops",
-    responses={**AUTH_RESPONSES, **_NOT_FOUND},
+    summary="Deactivate one of your accounts: no new orders, its open orders cancelled, its private stream stops",
+    responses={**AUTH_RESPONSES, **_NOT_FOUND, 504: {"description": "the order service did not answer in time"}},
 )
-async def deactivate(account_id: uuid.UUID, principal: Trader, state: State) -> dict[str, Any]:
-    row = await deactivate_account(state.kernel.pool, principal.user_id, str(account_id))
-    log.info("account.deactivated", account_id=str(account_id), user_id=principal.user_id)
-    return row
+async def deactivate(account_id: uuid.UUID, principal: Trader, state: State, request: Request) -> dict[str, Any]:
+    command = DeactivateExchangeAccount(
+        account_id=str(account_id), user_id=principal.user_id, correlation_id=get_correlation_id()
+    )
+    reply = await _account_command(request, state, command, principal.user_id)
+    log.info("account.deactivated", account_id=str(account_id), user_id=principal.user_id, detail=reply.get("reason"))
+    return await own_account(state.kernel.pool, principal.user_id, str(account_id))

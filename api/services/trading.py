@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
@@ -107,14 +106,6 @@ async def own_account(pool: AsyncConnectionPool[Any], user_id: str, account_id: 
     return await _own_row(pool, query, user_id, account_id, _account_not_found(account_id))
 
 
-async def deactivate_account(pool: AsyncConnectionPool[Any], user_id: str, account_id: str) -> dict[str, Any]:
-    query = (
-        "UPDATE user_accounts SET active = false, updated_at = now() WHERE id = %s AND user_id = %s "
-        f"RETURNING {_ACCOUNT_COLUMNS}"
-    )
-    return await _own_row(pool, query, user_id, account_id, _account_not_found(account_id))
-
-
 def _account_not_found(account_id: str) -> ApiError:
     return ApiError(404, "account_not_found", f"you have no exchange account {account_id}")
 
@@ -152,10 +143,6 @@ async def own_orders(pool: AsyncConnectionPool[Any], user_id: str, where: OrderF
     params.append(where.limit)
     query = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, id LIMIT %s"
     return await _rows(pool, query, tuple(params))
-
-
-def is_unique_violation(error: Exception) -> bool:
-    return isinstance(error, psycopg.errors.UniqueViolation)
 
 
 # --- idempotency --------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Literal
 
 from core.domain.accounts import AccountEvent
+from core.domain.exchange_accounts import ExchangeAccountEvent
 from core.domain.messages import Event
 from core.domain.orders import OrderEvent
 from core.domain.risk import RiskEvent
@@ -84,4 +85,6 @@ def route(event: Event) -> tuple[Stream, str]:
         return Stream.ACCOUNT_EVENTS, event.user_id
     if isinstance(event, RiskEvent):
         return Stream.RISK_ALERTS, event.user_id or event.scope_id
+    if isinstance(event, ExchangeAccountEvent):
+        return Stream.USER_EVENTS, event.user_id
     raise LookupError(f"no stream is defined for {type(event).__name__}; add it to core.messaging.streams.route")

@@ -71,6 +71,24 @@ def open_credentials(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SealedAccount:
+    """An account's credentials as stored: both fields sealed under ``key_version``, and the masked key."""
+
+    api_key_encrypted: bytes = field(repr=False)
+    api_secret_encrypted: bytes = field(repr=False)
+    key_version: int
+    api_key_masked: str
+
+
+def seal_account(keyring: KeyRing, account_id: uuid.UUID | str, api_key: str, api_secret: str) -> SealedAccount:
+    """What ``user_accounts`` stores of a new account's credentials (and ``LinkExchangeAccount`` carries)."""
+    if not api_key or not api_secret:
+        raise ValueError("api_key and api_secret must both be non-empty")
+    key_blob, secret_blob = seal_credentials(keyring, canonical_account_id(account_id), api_key, api_secret)
+    return SealedAccount(key_blob, secret_blob, keyring.current_version, mask_api_key(api_key))
+
+
 def store_account(
     conn: psycopg.Connection[Any],
     keyring: KeyRing,
@@ -83,10 +101,8 @@ def store_account(
     api_secret: str,
 ) -> None:
     """Insert an exchange account with its credentials sealed; the caller owns the transaction."""
-    if not api_key or not api_secret:
-        raise ValueError("api_key and api_secret must both be non-empty")
     account = canonical_account_id(account_id)
-    key_blob, secret_blob = seal_credentials(keyring, account, api_key, api_secret)
+    sealed = seal_account(keyring, account, api_key, api_secret)
     conn.execute(
         "INSERT INTO user_accounts (id, user_id, exchange, label, api_key_encrypted, api_secret_encrypted,"
         " key_version, api_key_masked) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -95,10 +111,10 @@ def store_account(
             str(user_id),
             exchange,
             label,
-            key_blob,
-            secret_blob,
-            keyring.current_version,
-            mask_api_key(api_key),
+            sealed.api_key_encrypted,
+            sealed.api_secret_encrypted,
+            sealed.key_version,
+            sealed.api_key_masked,
         ),
     )
     structlog.get_logger(__name__).info(

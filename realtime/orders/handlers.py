@@ -353,12 +353,16 @@ ORDER_HANDLERS: dict[type[Command], CommandHandler] = {
 
 
 def order_handlers() -> dict[type[Command], CommandHandler]:
-    """The order service's table: order commands plus risk-limit and kill-switch commands."""
+    """The order service's table: order commands, risk-limit and kill-switch commands, exchange-account commands."""
+    from core.domain.exchange_accounts import DeactivateExchangeAccount, LinkExchangeAccount
     from core.domain.risk import ActivateKillSwitch, DeactivateKillSwitch, SetRiskLimit
+    from realtime.orders.account_commands import deactivate_exchange_account, link_exchange_account
 
     return {
         **ORDER_HANDLERS,
         SetRiskLimit: set_risk_limit,
         ActivateKillSwitch: activate_kill_switch,
         DeactivateKillSwitch: deactivate_kill_switch,
+        LinkExchangeAccount: link_exchange_account,
+        DeactivateExchangeAccount: deactivate_exchange_account,
     }

@@ -19,6 +19,7 @@ from core.uow import UnitOfWork
 from realtime.risk.limits import InvalidRiskLimit, set_limit
 
 if TYPE_CHECKING:
+    from core.domain.orders import Order
     from realtime.orders.handlers import OrderDeps, OrderResult
 
 _OPEN = "status IN ('initialized', 'armed', 'triggered', 'submitted', 'accepted', 'partially_filled')"
@@ -67,19 +68,14 @@ async def set_risk_limit(cmd: SetRiskLimit, uow: UnitOfWork, orders: OrderDeps) 
 
 async def activate_kill_switch(cmd: ActivateKillSwitch, uow: UnitOfWork, orders: OrderDeps) -> OrderResult:
     """Switch the scope off (new orders denied from now on), then cancel its open orders."""
-    from realtime.orders.handlers import OrderResult, after_cancel, begin_cancel
+    from realtime.orders.handlers import OrderResult, after_cancel
 
     scope_id = _scope_id(cmd.scope, cmd.scope_id)
     async with orders.pool.connection() as conn:
         await set_limit(conn, cmd.scope, scope_id, "kill_switch", Decimal(1))
     orders.risk.forget_limits()
-    cur = await (await uow.connection()).execute(_IN_SCOPE[cmd.scope], (scope_id,))
-    ids = [str(r[0]) for r in await cur.fetchall()]
-    cancelled = []
-    for order_id in ids:
-        order = await uow.orders.get(order_id)
-        if order is not None and begin_cancel(order, f"kill switch ({cmd.scope}): {cmd.reason}", cmd.correlation_id):
-            cancelled.append(order)
+    reason = f"kill switch ({cmd.scope}): {cmd.reason}"
+    cancelled = await begin_cancel_open(uow, cmd.scope, scope_id, reason, cmd.correlation_id)
     uow.record(
         KillSwitchActivated(
             **_event_fields(cmd, scope_id),
@@ -91,6 +87,22 @@ async def activate_kill_switch(cmd: ActivateKillSwitch, uow: UnitOfWork, orders:
     for order in cancelled:
         after_cancel(order, orders)
     return OrderResult(None, "kill_switch_active", f"{len(cancelled)} open orders cancelled")
+
+
+async def begin_cancel_open(
+    uow: UnitOfWork, scope: str, scope_id: str, reason: str, correlation_id: str | None
+) -> list[Order]:
+    """Begin cancelling every open order of the scope in ``uow``; the caller commits, then calls ``after_cancel``
+    on each order returned (the venue cancels go out once the cancel requests are committed)."""
+    from realtime.orders.handlers import begin_cancel
+
+    cur = await (await uow.connection()).execute(_IN_SCOPE[scope], (scope_id,))
+    cancelled = []
+    for order_id in [str(r[0]) for r in await cur.fetchall()]:
+        order = await uow.orders.get(order_id)
+        if order is not None and begin_cancel(order, reason, correlation_id):
+            cancelled.append(order)
+    return cancelled
 
 
 async def deactivate_kill_switch(cmd: DeactivateKillSwitch, uow: UnitOfWork, orders: OrderDeps) -> OrderResult:

@@ -1,13 +1,21 @@
 """/accounts over real HTTP against the simulator: keys are checked by the venue, stored sealed, shown masked,
-and a user only ever reaches their own accounts."""
+and a user only ever reaches their own accounts; linking and deactivating are commands to the order service,
+recorded as events, and deactivating cancels the account's open orders."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from decimal import Decimal
+from typing import Any
 
 import psycopg
 import pytest
 
+from core.domain.exchange_accounts import LinkExchangeAccount
+from core.domain.orders import OrderType
+from core.messaging.streams import Stream
+from core.security.account_secrets import seal_account, store_account
 from tests.integration.api.conftest import ApiHarness, error_code, link_account, venue_account
 
 pytestmark = pytest.mark.integration
@@ -86,3 +94,86 @@ async def test_accounts_need_a_token(api: ApiHarness) -> None:
         "/accounts", json={"exchange": "simulator", "label": "x", "api_key": "k", "api_secret": "s"}
     )
     assert response.status_code == 401
+
+
+def _account_events(database_url: str, account_id: str) -> list[tuple[str, int, dict[str, Any]]]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT event_type, event_version, event_data FROM event_store WHERE aggregate_id = %s"
+            " ORDER BY event_version",
+            (account_id,),
+        ).fetchall()
+    return [(kind, version, data) for kind, version, data in rows]
+
+
+async def test_linking_is_a_command_whose_event_and_stream_entry_hold_no_secret(api: ApiHarness) -> None:
+    user = await api.new_user()
+    api_key, secret = await venue_account(api)
+    linked = await link_account(api, user, api_key, secret, label="events")
+    assert linked.status_code == 201, linked.text
+    account_id = linked.json()["id"]
+    [(kind, version, data)] = _account_events(api.database_url, account_id)
+    assert (kind, version) == ("ExchangeAccountLinked", 1)
+    assert data["user_id"] == user.user_id and data["api_key_masked"] == linked.json()["api_key_masked"]
+    entries = []
+    for key in api.state.kernel.names.all_keys(Stream.ORDER_COMMANDS):
+        entries += [value for _, fields in await api.state.kernel.redis.xrange(key) for value in fields.values()]
+    commands = b"".join(entries)
+    assert b"LinkExchangeAccount" in commands  # the request went to the order service as a command ...
+    assert api_key.encode() not in commands and secret.encode() not in commands  # ... holding only ciphertext
+
+
+async def test_an_account_command_handled_again_answers_the_same_and_records_its_event_once(api: ApiHarness) -> None:
+    user = await api.new_user()
+    api_key, secret = await venue_account(api)
+    account_id = str(uuid.uuid4())
+    sealed = seal_account(api.state.keyring, account_id, api_key, secret)
+    command = LinkExchangeAccount(
+        account_id=account_id,
+        user_id=user.user_id,
+        exchange="simulator",
+        label="twice",
+        api_key_masked=sealed.api_key_masked,
+        api_key_encrypted=sealed.api_key_encrypted,
+        api_secret_encrypted=sealed.api_secret_encrypted,
+        key_version=sealed.key_version,
+    )
+    commands = api.state.commands
+    first = await commands.send(command, user.user_id)
+    second = await commands.send(command, user.user_id)  # a redelivery: the same command id
+    assert first == {**first, "ok": True, "duplicate": False} and second == {**second, "ok": True, "duplicate": True}
+    assert [e[:2] for e in _account_events(api.database_url, account_id)] == [("ExchangeAccountLinked", 1)]
+
+    # a crash after the row was written and before the event: handled again, the event is recorded then
+    crashed = str(uuid.uuid4())
+    with psycopg.connect(api.database_url) as conn:
+        store_account(conn, api.state.keyring, account_id=crashed, user_id=user.user_id, exchange="simulator",
+                      label="crashed", api_key=api_key, api_secret=secret)  # fmt: skip
+        conn.commit()
+    resealed = seal_account(api.state.keyring, crashed, api_key, secret)
+    retried = dataclasses.replace(
+        command, account_id=crashed, label="crashed", api_key_encrypted=resealed.api_key_encrypted,
+        api_secret_encrypted=resealed.api_secret_encrypted, command_id=uuid.uuid4(),
+    )  # fmt: skip
+    assert (await commands.send(retried, user.user_id)) == {**first, "duplicate": False}
+    assert [e[:2] for e in _account_events(api.database_url, crashed)] == [("ExchangeAccountLinked", 1)]
+
+
+async def test_deactivating_cancels_open_orders_and_the_order_service_denies_the_next_at_once(api: ApiHarness) -> None:
+    owner = await api.new_user(with_account=True)
+    trader = api.platform.users[-1]
+    assert owner.account_id is not None
+    resting = await api.platform.place(trader, order_type=OrderType.LIMIT, price=Decimal("1000.00"))
+    await api.platform.wait_status(resting["order_id"], "accepted")
+    placed = await api.platform.place(trader)  # the order service caches the account as active
+    await api.platform.wait_status(placed["order_id"], "filled")
+
+    gone = await api.client.delete(f"/accounts/{owner.account_id}", headers=api.headers(owner))
+    assert gone.status_code == 200 and gone.json()["active"] is False
+    await api.platform.wait_status(resting["order_id"], "canceled")
+    denied = await api.platform.place(trader)  # straight to the order service, past the API's own check
+    assert denied["status"] == "denied" and "deactivated" in denied["reason"], denied
+    again = await api.client.delete(f"/accounts/{owner.account_id}", headers=api.headers(owner))
+    assert again.status_code == 200 and again.json()["active"] is False
+    [(kind, version, data)] = _account_events(api.database_url, owner.account_id)
+    assert (kind, version, data["orders_canceled"]) == ("ExchangeAccountDeactivated", 2, 1)
