@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,13 @@ from api.metrics import build_api_metrics
 from api.middleware import RequestContextMiddleware
 from api.ratelimit import IpRateLimitMiddleware
 from api.routers import ROUTERS
+from api.services.auth import USER_HANDLERS
+from api.services.strategy_commands import STRATEGY_HANDLERS
 from api.state import ApiState
 from api.tokens import TokenService, load_jwt_secret
 from api.tracing import TracingMiddleware
 from core.bootstrap import bootstrap
+from core.messaging.bus import MessageBus
 from core.observability.metrics import Metrics, build_metrics
 from core.security.master_key import load_keyring
 from core.settings import Settings, load_settings
@@ -28,6 +32,9 @@ from realtime.portfolio.readmodels import PortfolioReadModels
 from warehouse.store import WarehouseStore
 
 API_VERSION = "1.0.0"
+# the commands the API handles itself (configuration and user administration); trading commands go to the order
+# service over order.commands
+API_COMMANDS = {**STRATEGY_HANDLERS, **USER_HANDLERS}
 DESCRIPTION = """PATRIOT's command and query API. Authenticate with `POST /auth/login` (staff) or the Telegram
 link flow (users) and send `Authorization: Bearer <access token>`. Every response carries `X-Correlation-ID`;
 send your own to follow a request through the platform. Errors are `{"error": {"code", "message", "details"},
@@ -64,6 +71,7 @@ def create_app(
                 warehouse=WarehouseStore(Path(settings.runtime.data_dir) / "warehouse"),
                 venues=venues if venues is not None else _venues(settings),
                 extras={"metrics": api_metrics},
+                bus=MessageBus(partial(kernel.uow_factory, transactional=True), API_COMMANDS, metrics),  # type: ignore[arg-type]
             )
             app.state.api = state
             yield

@@ -7,6 +7,7 @@ from typing import Any
 
 from api.tokens import TokenService
 from core.bootstrap import Kernel
+from core.messaging.bus import MessageBus
 from core.security.crypto import KeyRing
 from realtime.orders.commands import CommandClient
 from realtime.portfolio.readmodels import PortfolioReadModels
@@ -21,6 +22,8 @@ class ApiState:
     commands: CommandClient
     read_models: PortfolioReadModels
     warehouse: WarehouseStore
+    # the API's own command bus (strategy commands), on transactional units of work: rows and event in one commit
+    bus: MessageBus
     # venue endpoints used to validate linked exchange keys ({"binance_rest_url": ..., "simulator": bool})
     venues: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)

@@ -1,8 +1,9 @@
 """/strategies: strategy definitions (name, kind, params, status) and their allocations to accounts.
 
 Anyone logged in may list strategies; a user sees only the assignments of their own accounts. Creating,
-changing and assigning strategies needs strategies:manage. Strategies are configuration, not trading state, so
-they are written to PostgreSQL directly rather than through an order-style command.
+changing and assigning strategies needs strategies:manage; each is a command (``DefineStrategy``,
+``ChangeStrategy``, ``SetStrategyAllocations``) handled by the API's own bus, which writes the rows and records
+the event in one transaction (``api.services.strategy_commands``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from api.deps import AuthPrincipal, Principal, State, allowed
 from api.errors import ApiError, ErrorBody
 from api.permissions import STAFF_ROLES, Permission
 from api.schemas.strategies import AssignmentsPut, StrategyCreate, StrategyPublic, StrategyUpdate
+from core.domain.strategies import ChangeStrategy, DefineStrategy, SetStrategyAllocations
+from core.observability.context import get_correlation_id
 
 router = APIRouter(prefix="/strategies", tags=["strategies"])
 
@@ -84,18 +87,20 @@ async def list_strategies(state: State, principal: Principal) -> list[StrategyPu
     responses={409: _TAKEN},
 )
 async def create_strategy(state: State, principal: Manager, body: StrategyCreate) -> StrategyPublic:
-    strategy_id = uuid.uuid4()
-    params = _jsonb(body.params)
+    strategy_id = str(uuid.uuid4())
+    _jsonb(body.params)  # refused here (422) if PostgreSQL's JSON cannot hold it
+    command = DefineStrategy(
+        strategy_id=strategy_id,
+        name=body.name,
+        kind=body.kind,
+        params=body.params,
+        status=body.status.value,
+        by_user_id=principal.user_id,
+        correlation_id=get_correlation_id(),
+    )
+    await state.bus.handle(command)
     async with state.kernel.pool.connection() as conn:
-        try:
-            async with conn.transaction():
-                await conn.execute(
-                    "INSERT INTO strategies (id, name, kind, params, status) VALUES (%s, %s, %s, %s, %s)",
-                    (strategy_id, body.name, body.kind, params, body.status.value),
-                )
-        except psycopg.errors.UniqueViolation as exc:
-            raise ApiError(409, "strategy_name_taken", f"a strategy named {body.name!r} exists") from exc
-        return await _one(conn, principal, strategy_id)
+        return await _one(conn, principal, UUID(strategy_id))
 
 
 @router.patch(
@@ -107,22 +112,16 @@ async def create_strategy(state: State, principal: Manager, body: StrategyCreate
 async def update_strategy(state: State, principal: Manager, strategy_id: UUID, body: StrategyUpdate) -> StrategyPublic:
     changes: dict[str, Any] = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
     if "params" in changes:
-        changes["params"] = _jsonb(changes["params"])
+        _jsonb(changes["params"])
     if "status" in changes:
         changes["status"] = changes["status"].value
+    if changes:
+        command = ChangeStrategy(
+            strategy_id=str(strategy_id), changes=changes, by_user_id=principal.user_id,
+            correlation_id=get_correlation_id(),
+        )  # fmt: skip
+        await state.bus.handle(command)
     async with state.kernel.pool.connection() as conn:
-        if changes:
-            assignments = ", ".join(f"{column} = %s" for column in changes)  # columns: the model's field names
-            try:
-                async with conn.transaction():
-                    done = await conn.execute(
-                        f"UPDATE strategies SET {assignments}, updated_at = now() WHERE id = %s",
-                        (*changes.values(), strategy_id),
-                    )
-            except psycopg.errors.UniqueViolation as exc:
-                raise ApiError(409, "strategy_name_taken", f"a strategy named {changes['name']!r} exists") from exc
-            if done.rowcount == 0:
-                raise ApiError(404, "strategy_not_found", f"no strategy {strategy_id}")
         return await _one(conn, principal, strategy_id)
 
 
@@ -133,29 +132,13 @@ async def update_strategy(state: State, principal: Manager, strategy_id: UUID, b
     responses={404: _NOT_FOUND},
 )
 async def set_assignments(state: State, principal: Manager, strategy_id: UUID, body: AssignmentsPut) -> StrategyPublic:
-    accounts = [a.account_id for a in body.assignments]
-    if len(set(accounts)) != len(accounts):
-        raise ApiError(422, "duplicate_account", "each account may appear once in assignments")
+    allocations = [
+        {"account_id": str(a.account_id), "allocation": str(a.allocation), "active": a.active} for a in body.assignments
+    ]
+    command = SetStrategyAllocations(
+        strategy_id=str(strategy_id), allocations=allocations, by_user_id=principal.user_id,
+        correlation_id=get_correlation_id(),
+    )  # fmt: skip
+    await state.bus.handle(command)
     async with state.kernel.pool.connection() as conn:
-        async with conn.transaction():
-            found = await conn.execute("SELECT 1 FROM strategies WHERE id = %s FOR UPDATE", (strategy_id,))
-            if await found.fetchone() is None:
-                raise ApiError(404, "strategy_not_found", f"no strategy {strategy_id}")
-            known = await conn.execute("SELECT id FROM user_accounts WHERE id = ANY(%s)", (accounts,))
-            missing = set(accounts) - {UUID(str(row[0])) for row in await known.fetchall()}
-            if missing:
-                raise ApiError(
-                    422, "unknown_account", "no such accounts", {"account_ids": sorted(str(a) for a in missing)}
-                )
-            await conn.execute(
-                "DELETE FROM strategy_assignments WHERE strategy_id = %s AND NOT (account_id = ANY(%s))",
-                (strategy_id, accounts),
-            )
-            for a in body.assignments:
-                await conn.execute(
-                    "INSERT INTO strategy_assignments (id, strategy_id, account_id, allocation, active)"
-                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (strategy_id, account_id)"
-                    " DO UPDATE SET allocation = EXCLUDED.allocation, active = EXCLUDED.active",
-                    (uuid.uuid4(), strategy_id, a.account_id, a.allocation, a.active),
-                )
         return await _one(conn, principal, strategy_id)

@@ -47,8 +47,11 @@ async def _existing(state: State, user_id: UUID) -> UserRecord:
     summary="Create a user (admins)",
     responses={409: {"model": ErrorBody, "description": "The username is taken"}},
 )
-async def create_user(body: UserCreate, state: State, _admin: Admin) -> UserPublic:
-    return _public(await service.create_user(state, username=body.username, role=body.role, password=body.password))
+async def create_user(body: UserCreate, state: State, admin: Admin) -> UserPublic:
+    created = await service.create_user(
+        state, username=body.username, role=body.role, password=body.password, by_user_id=admin.user_id
+    )
+    return _public(created)
 
 
 @router.get("", response_model=UserPage, summary="List users, oldest first (admins)")
@@ -86,7 +89,9 @@ async def update_user(user_id: UUID, body: UserUpdate, state: State, admin: Admi
     if admin.user_id == str(user_id) and (body.role is not None or body.status is not None):
         # keeps the last administrator from locking everyone out by accident
         raise ApiError(409, "own_role_or_status", "another administrator must change your role or status")
-    record = await service.update_user(state, str(user_id), role=body.role, status=body.status, password=body.password)
+    record = await service.update_user(
+        state, str(user_id), role=body.role, status=body.status, password=body.password, by_user_id=admin.user_id
+    )
     if record is None:
         raise ApiError(404, "user_not_found", "no user has this id")
     return _public(record)

@@ -1,10 +1,12 @@
 """Who may call the API: users' records, password logins, refresh rotation, the Telegram link flow.
 
-Users are rows of ``users`` (read and written here, the one place the API touches them). Staff log in with a
-password (argon2); Telegram users are bound to their Telegram id through a one-time link code that lives in Redis
-for ``link_code_ttl_s``, and the bot (a service token with ``telegram:link``) then gets tokens for them. A refresh
-is answered with the user's current role, and refused once the user is no longer active, so demoting or
-suspending someone takes effect at their next refresh (access tokens live ``access_ttl_s`` at most).
+Users are rows of ``users`` (read and written here, the one place the API touches them); an administrator's
+changes are commands on the API's own bus, each recorded as an event with the row (``core.domain.users``).
+Staff log in with a password (argon2); Telegram users are bound to their Telegram id through a one-time link
+code that lives in Redis for ``link_code_ttl_s``, and the bot (a service token with ``telegram:link``) then gets
+tokens for them. A refresh is answered with the user's current role, and refused once the user is no longer
+active, so demoting or suspending someone takes effect at their next refresh (access tokens live
+``access_ttl_s`` at most).
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ from api.errors import ApiError
 from api.passwords import hash_password, needs_rehash, verify_password
 from api.state import ApiState
 from api.tokens import TokenPair
+from core.domain.messages import Command
+from core.domain.users import ChangeUser, CreateUser, UserChanged, UserCreated
+from core.messaging.bus import CommandHandler
+from core.observability.context import get_correlation_id
 from core.observability.logging import get_logger
+from core.uow import UnitOfWork
 
 log = get_logger("api.auth")
 
@@ -99,37 +106,89 @@ async def list_users(
     return [UserRecord(**row) for row in rows], int(total["total"]) if total else 0
 
 
-async def create_user(state: ApiState, *, username: str, role: str, password: str | None) -> UserRecord:
+async def create_user(
+    state: ApiState, *, username: str, role: str, password: str | None, by_user_id: str = ""
+) -> UserRecord:
+    """A new user, through the ``CreateUser`` command (the row and ``UserCreated`` in one transaction)."""
     password_hash = await _hash(password) if password is not None else None
-    try:
-        record = await _one(
-            state,
-            f"INSERT INTO users (id, username, role, password_hash) VALUES (%s, %s, %s, %s) RETURNING {_COLUMNS}",
-            (uuid.uuid4(), username, role, password_hash),
-        )
-    except errors.UniqueViolation:
-        raise ApiError(409, "username_taken", f"a user named {username!r} exists: choose another name") from None
-    assert record is not None
+    command = CreateUser(
+        user_id=str(uuid.uuid4()), username=username, role=role, password_hash=password_hash, by_user_id=by_user_id,
+        correlation_id=get_correlation_id(),
+    )  # fmt: skip
+    record: UserRecord = await state.bus.handle(command)
     log.info("user created", user_id=record.id, role=role)
     return record
 
 
 async def update_user(
-    state: ApiState, user_id: str, *, role: str | None, status: str | None, password: str | None
+    state: ApiState,
+    user_id: str,
+    *,
+    role: str | None,
+    status: str | None,
+    password: str | None,
+    by_user_id: str = "",
 ) -> UserRecord | None:
-    """Change the given fields; None when there is no such user."""
+    """Change the given fields through the ``ChangeUser`` command; None when there is no such user."""
     password_hash = await _hash(password) if password is not None else None
-    record = await _one(
-        state,
-        f"UPDATE users SET role = coalesce(%s, role), status = coalesce(%s, status), "
-        f"password_hash = coalesce(%s, password_hash), updated_at = now() WHERE id = %s RETURNING {_COLUMNS}",
-        (role, status, password_hash, user_id),
-    )
+    command = ChangeUser(
+        user_id=user_id, role=role, status=status, password_hash=password_hash, by_user_id=by_user_id,
+        correlation_id=get_correlation_id(),
+    )  # fmt: skip
+    record: UserRecord | None = await state.bus.handle(command)
     if record is not None:
         if role is not None or status is not None:  # a demoted or suspended user's tokens stop working now
             await state.tokens.cut_off_user(user_id)
         log.info("user updated", user_id=user_id, role=role, status=status, password_changed=password is not None)
     return record
+
+
+async def _returning(uow: UnitOfWork, sql: str, params: tuple[Any, ...]) -> UserRecord | None:
+    conn = await uow.connection()
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)
+        row = await cur.fetchone()
+    return UserRecord(**row) if row else None
+
+
+async def handle_create_user(cmd: CreateUser, uow: UnitOfWork) -> UserRecord:
+    try:
+        record = await _returning(
+            uow,
+            f"INSERT INTO users (id, username, role, password_hash) VALUES (%s, %s, %s, %s) RETURNING {_COLUMNS}",
+            (cmd.user_id, cmd.username, cmd.role, cmd.password_hash),
+        )
+    except errors.UniqueViolation:
+        raise ApiError(409, "username_taken", f"a user named {cmd.username!r} exists: choose another name") from None
+    assert record is not None
+    event = UserCreated(aggregate_id=str(cmd.command_id), version=1, user_id=cmd.user_id, by_user_id=cmd.by_user_id,
+                        username=cmd.username, role=cmd.role, correlation_id=cmd.correlation_id)  # fmt: skip
+    uow.record(event)
+    await uow.commit()
+    return record
+
+
+async def handle_change_user(cmd: ChangeUser, uow: UnitOfWork) -> UserRecord | None:
+    record = await _returning(
+        uow,
+        f"UPDATE users SET role = coalesce(%s, role), status = coalesce(%s, status), "
+        f"password_hash = coalesce(%s, password_hash), updated_at = now() WHERE id = %s RETURNING {_COLUMNS}",
+        (cmd.role, cmd.status, cmd.password_hash, cmd.user_id),
+    )
+    if record is None:
+        return None
+    uow.record(
+        UserChanged(
+            aggregate_id=str(cmd.command_id), version=1, user_id=cmd.user_id, by_user_id=cmd.by_user_id,
+            role=cmd.role, status=cmd.status, password_changed=cmd.password_hash is not None,
+            correlation_id=cmd.correlation_id,
+        )
+    )  # fmt: skip
+    await uow.commit()
+    return record
+
+
+USER_HANDLERS: dict[type[Command], CommandHandler] = {CreateUser: handle_create_user, ChangeUser: handle_change_user}
 
 
 # -- logins and sessions -------------------------------------------------------------------------------------------

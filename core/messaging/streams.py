@@ -16,6 +16,8 @@ from core.domain.exchange_accounts import ExchangeAccountEvent
 from core.domain.messages import Event
 from core.domain.orders import OrderEvent
 from core.domain.risk import RiskEvent
+from core.domain.strategies import StrategyEvent
+from core.domain.users import UserEvent
 
 PartitionBy = Literal["user", "symbol"]
 
@@ -86,5 +88,9 @@ def route(event: Event) -> tuple[Stream, str]:
     if isinstance(event, RiskEvent):
         return Stream.RISK_ALERTS, event.user_id or event.scope_id
     if isinstance(event, ExchangeAccountEvent):
+        return Stream.USER_EVENTS, event.user_id
+    if isinstance(event, StrategyEvent):
+        return Stream.STRATEGY_EVENTS, event.strategy_id
+    if isinstance(event, UserEvent):
         return Stream.USER_EVENTS, event.user_id
     raise LookupError(f"no stream is defined for {type(event).__name__}; add it to core.messaging.streams.route")

@@ -264,6 +264,21 @@ async def test_admin_creates_lists_reads_and_updates_users_and_no_hash_leaves(ap
     for body in (created.json(), page.json(), everyone, one.json(), changed.json()):
         assert _without_secrets(body)
 
+    # each change is a command that left its event, naming the administrator; no password or hash in any event
+    with psycopg.connect(api.database_url) as conn:
+        events = conn.execute(
+            "SELECT event_type, event_data FROM event_store WHERE aggregate_type = 'user'"
+            " AND event_data->>'user_id' = %s ORDER BY global_position",
+            (staff["id"],),
+        ).fetchall()
+    assert [(kind, data["by_user_id"]) for kind, data in events] == [
+        ("UserCreated", admin.user_id),
+        ("UserChanged", admin.user_id),
+    ]
+    assert events[1][1]["status"] == "suspended" and events[1][1]["password_changed"] is True
+    stored = str(events)
+    assert "argon2" not in stored and PASSWORD not in stored and "another long password" not in stored
+
 
 async def test_create_admin_command_makes_an_admin_who_can_log_in(api: ApiHarness, tmp_path: Path) -> None:
     env = {

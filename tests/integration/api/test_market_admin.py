@@ -1,6 +1,7 @@
 """/market, /strategies and /admin over real HTTP: candles and mark prices read from PostgreSQL with their inputs
-validated; strategies defined, changed and assigned by an admin and listed (own assignments only) for users; the
-system view counting real stream entries, a real dead letter, the outbox backlog and live account streams."""
+validated; strategies defined, changed and assigned by an admin (commands, each leaving its event) and listed
+(own assignments only) for users; the system view counting real stream entries, a real dead letter, the outbox
+backlog and live account streams."""
 
 from __future__ import annotations
 
@@ -111,6 +112,22 @@ async def test_admin_defines_and_assigns_strategies_and_users_see_only_their_own
     narrowed = await api.client.put(put, json={"assignments": both[1:]}, headers=api.headers(admin))
     assert [a["account_id"] for a in narrowed.json()["assignments"]] == [bob.account_id]
     assert (await api.client.get("/strategies", headers=api.headers(alice))).json()[0]["assignments"] == []
+
+    # every change went through a command and left its event, by whom, in the same transaction; refusals none
+    with psycopg.connect(api.database_url) as conn:
+        events = conn.execute(
+            "SELECT event_type, event_data->>'by_user_id', event_data FROM event_store"
+            " WHERE aggregate_type = 'strategy' AND event_data->>'strategy_id' = %s ORDER BY global_position",
+            (strategy["id"],),
+        ).fetchall()
+    assert [(kind, by) for kind, by, _ in events] == [
+        ("StrategyDefined", admin.user_id),
+        ("StrategyChanged", admin.user_id),
+        ("StrategyAllocationsSet", admin.user_id),
+        ("StrategyAllocationsSet", admin.user_id),
+    ]
+    assert events[1][2]["changes"] == {"status": "active", "params": {"lookback": 50}}
+    assert events[3][2]["allocations"] == [{"account_id": bob.account_id, "allocation": "0.4", "active": True}]
 
 
 async def test_admin_system_counts_streams_a_real_dead_letter_the_outbox_and_live_account_streams(
