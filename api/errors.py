@@ -15,14 +15,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.messaging.bus import CommandRefused
 from core.observability.context import get_correlation_id
 from core.observability.logging import get_logger
 
 log = get_logger("api.errors")
 
 
-class ApiError(Exception):
-    """A failure the client can act on: its HTTP status, a stable code and a message saying what to do."""
+class ApiError(CommandRefused):
+    """A failure the client can act on: its HTTP status, a stable code and a message saying what to do (raised
+    by the API's own command handlers too, where the bus counts it as a refusal, not an error)."""
 
     def __init__(
         self, status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None

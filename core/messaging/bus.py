@@ -27,6 +27,11 @@ class UnknownCommand(LookupError):
     pass
 
 
+class CommandRefused(Exception):
+    """The handler refused the command for a reason its sender can act on (a name taken, no such account):
+    counted like any failure, but logged as information, not as an error of the platform."""
+
+
 class MessageBus:
     def __init__(
         self,
@@ -64,6 +69,10 @@ class MessageBus:
                         self._failures.labels(command=name, error="ConcurrencyError").inc()
                         raise
                     log.info("concurrency conflict, retrying command", command=name, attempt=attempt + 1)
+                except CommandRefused as exc:
+                    self._failures.labels(command=name, error=type(exc).__name__).inc()
+                    log.info("command refused", command=name, reason=str(exc))
+                    raise
                 except Exception as exc:
                     self._failures.labels(command=name, error=type(exc).__name__).inc()
                     log.error("command failed", command=name, error=repr(exc))

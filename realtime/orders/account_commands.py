@@ -24,6 +24,7 @@ from core.domain.exchange_accounts import (
     ExchangeAccountLinked,
     LinkExchangeAccount,
 )
+from core.messaging.bus import CommandRefused
 from core.uow import UnitOfWork
 from realtime.orders.kill_switch import begin_cancel_open
 
@@ -31,11 +32,11 @@ if TYPE_CHECKING:
     from realtime.orders.handlers import OrderDeps, OrderResult
 
 
-class AccountExists(ValueError):
+class AccountExists(CommandRefused):
     """The user already has an account with this exchange and label."""
 
 
-class AccountNotFound(LookupError):
+class AccountNotFound(CommandRefused):
     """No such account of this user."""
 
 

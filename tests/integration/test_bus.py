@@ -8,10 +8,13 @@ from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
+import structlog
 from redis.asyncio import Redis
 
 from core.bootstrap import Kernel, bootstrap
-from core.domain.messages import Event
+from core.domain.messages import Command, Event
+from core.domain.strategies import ChangeStrategy, DefineStrategy
+from core.messaging.bus import CommandRefused, MessageBus
 from core.messaging.consumer import ConsumerConfig, StreamConsumer
 from core.messaging.relay import OutboxRelay, outbox_backlog
 from core.messaging.streams import Stream
@@ -229,3 +232,27 @@ async def test_messages_left_pending_by_dead_consumer_are_claimed(kernel: Kernel
     assert len(await effects(kernel, group)) == 4
     for key in kernel.names.all_keys(Stream.ORDER_EVENTS):
         assert (await kernel.redis.xpending(key, group))["pending"] == 0
+
+
+async def test_a_refused_command_is_counted_and_logged_as_information_not_as_an_error(kernel: Kernel) -> None:
+    class NameTaken(CommandRefused):
+        pass
+
+    async def refuse(cmd: Command, uow: UnitOfWork) -> None:
+        raise NameTaken("a strategy named 'x' exists")
+
+    async def crash(cmd: Command, uow: UnitOfWork) -> None:
+        raise RuntimeError("a bug")
+
+    bus = MessageBus(kernel.uow_factory, {DefineStrategy: refuse, ChangeStrategy: crash}, kernel.metrics)
+    with structlog.testing.capture_logs() as logs:
+        with pytest.raises(NameTaken):
+            await bus.handle(DefineStrategy(strategy_id="s", name="x", kind="k"))
+        with pytest.raises(RuntimeError):
+            await bus.handle(ChangeStrategy(strategy_id="s", changes={}))
+    levels = {entry["event"]: entry["log_level"] for entry in logs}
+    assert levels == {"command refused": "info", "command failed": "error"}
+    failed = kernel.metrics.registry.get_sample_value(
+        "patriot_commands_failed_total", {"command": "DefineStrategy", "error": "NameTaken"}
+    )
+    assert failed == 1
