@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import uuid
 from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
-import structlog
 from redis.asyncio import Redis
 
 from core.bootstrap import Kernel, bootstrap
@@ -18,6 +19,7 @@ from core.messaging.bus import CommandRefused, MessageBus
 from core.messaging.consumer import ConsumerConfig, StreamConsumer
 from core.messaging.relay import OutboxRelay, outbox_backlog
 from core.messaging.streams import Stream
+from core.observability.logging import configure_logging
 from core.settings import Settings
 from core.uow import UnitOfWork
 from tests.support import place_command, seed_users
@@ -245,12 +247,17 @@ async def test_a_refused_command_is_counted_and_logged_as_information_not_as_an_
         raise RuntimeError("a bug")
 
     bus = MessageBus(kernel.uow_factory, {DefineStrategy: refuse, ChangeStrategy: crash}, kernel.metrics)
-    with structlog.testing.capture_logs() as logs:
+    stream = io.StringIO()
+    configure_logging("test", stream=stream)  # loggers cached earlier write to it too
+    try:
         with pytest.raises(NameTaken):
             await bus.handle(DefineStrategy(strategy_id="s", name="x", kind="k"))
         with pytest.raises(RuntimeError):
             await bus.handle(ChangeStrategy(strategy_id="s", changes={}))
-    levels = {entry["event"]: entry["log_level"] for entry in logs}
+    finally:
+        configure_logging("test")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+    levels = {line["event"]: line["level"] for line in lines if line.get("logger") == "core.messaging.bus"}
     assert levels == {"command refused": "info", "command failed": "error"}
     failed = kernel.metrics.registry.get_sample_value(
         "patriot_commands_failed_total", {"command": "DefineStrategy", "error": "NameTaken"}
