@@ -236,6 +236,22 @@ async def _wait_http(url: str, timeout_s: float, process: subprocess.Popen[bytes
     raise RuntimeError(f"{url} did not answer within {timeout_s}s: {_tail(log)}")
 
 
+def _drop_prefix(redis_url: str, prefix: str) -> None:
+    """Remove every Redis key of this run (streams, caches, limits), as the scratch database is dropped."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        batch = []
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) == 1000:
+                client.unlink(*batch)
+                batch = []
+        if batch:
+            client.unlink(*batch)
+    finally:
+        client.close()
+
+
 def _push_mark(redis_url: str, prefix: str, price: str) -> None:
     """The market-data service's part: the venue's last BTCUSDT trade, the order service's opening mark."""
     client = redis.Redis.from_url(redis_url)
@@ -363,6 +379,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     process.wait(15)
                 except subprocess.TimeoutExpired:
                     process.kill()
+            _drop_prefix(servers.redis_url, prefix)
     return {
         "server": "granian",
         "trace_sample": args.trace_sample,
