@@ -23,7 +23,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.requests import Request
 
-from api.deps import authenticate
+from api.deps import authenticate, authorize
 from api.errors import ApiError
 from api.permissions import Permission
 from api.routers.portfolio import PARTS, read_part, read_portfolio
@@ -51,9 +51,8 @@ class HotReadsMiddleware:
         scope["route"] = self._route(scope, path)  # the template the access log, metrics and trace name
         request = Request(scope, receive)
         try:
-            principal = await authenticate(request, HTTPAuthorizationCredentials(scheme="Bearer", credentials=token))
-            if not principal.can(Permission.PORTFOLIO_READ):
-                raise ApiError(403, "forbidden", f"this needs the {Permission.PORTFOLIO_READ.value} permission")
+            credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=token)
+            principal = authorize(await authenticate(request, credentials), Permission.PORTFOLIO_READ)
             state: ApiState = scope["app"].state.api
             if path == _PREFIX:
                 body = await read_portfolio(state, principal.user_id)

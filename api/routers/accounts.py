@@ -15,14 +15,13 @@ from api.deps import AuthPrincipal, State, require
 from api.errors import AUTH_RESPONSES, ApiError, Responses
 from api.permissions import Permission
 from api.schemas.accounts import AccountCreate, AccountPublic
-from api.services.trading import own_account, own_accounts, validate_exchange_keys
+from api.services.trading import ask_order_service, own_account, own_accounts, validate_exchange_keys
 from api.state import ApiState
 from core.domain.exchange_accounts import DeactivateExchangeAccount, LinkExchangeAccount
 from core.domain.messages import Command
 from core.observability.context import get_correlation_id
 from core.observability.logging import get_logger
 from core.security.account_secrets import seal_account
-from realtime.orders.commands import CommandTimeout
 
 router = APIRouter(prefix="/accounts", tags=["accounts"])
 log = get_logger("api.accounts")
@@ -71,21 +70,23 @@ async def link_account(body: AccountCreate, principal: Trader, state: State, req
 
 async def _account_command(request: Request, state: ApiState, command: Command, user_id: str) -> dict[str, Any]:
     """Send an account command to the order service and wait for its answer; refusals become errors."""
-    try:
-        reply = await state.commands.send(command, user_id, wait_s=request.app.state.settings.api.order_reply_timeout_s)
-    except CommandTimeout:
-        raise ApiError(
-            504, "account_command_timeout", "the order service did not answer in time; GET /accounts to see"
-        ) from None
-    assert reply is not None
-    if not reply.get("ok", False):
-        error, message = reply.get("error"), str(reply.get("message") or reply.get("error"))
-        if error == "AccountExists":
-            raise ApiError(409, "account_exists", message)
-        if error == "AccountNotFound":
-            raise ApiError(404, "account_not_found", message)
-        raise ApiError(422, "account_command_refused", f"the order service refused the request: {message}")
-    return reply
+    return await ask_order_service(
+        state,
+        command,
+        user_id,
+        request.app.state.settings.api.order_reply_timeout_s,
+        ApiError(504, "account_command_timeout", "the order service did not answer in time; GET /accounts to see"),
+        _account_refusal,
+    )
+
+
+def _account_refusal(reply: dict[str, Any]) -> ApiError:
+    error, message = reply.get("error"), str(reply.get("message") or reply.get("error"))
+    if error == "AccountExists":
+        return ApiError(409, "account_exists", message)
+    if error == "AccountNotFound":
+        return ApiError(404, "account_not_found", message)
+    return ApiError(422, "account_command_refused", f"the order service refused the request: {message}")
 
 
 @router.get("", response_model=list[AccountPublic], summary="Your linked exchange accounts", responses=AUTH_RESPONSES)

@@ -16,13 +16,13 @@ from api.deps import AuthPrincipal, State, require
 from api.errors import ApiError, Responses
 from api.permissions import Permission
 from api.schemas.risk import KillSwitchActivate, KillSwitchPublic, RiskLimitPublic, RiskLimitSet, Scope
+from api.services.trading import ask_order_service
 from api.sql import where_equal
 from api.state import ApiState
 from core.domain.messages import Command
 from core.domain.risk import ActivateKillSwitch, DeactivateKillSwitch, SetRiskLimit
 from core.observability.context import get_correlation_id
 from core.observability.logging import get_logger
-from realtime.orders.commands import CommandTimeout
 
 router = APIRouter(prefix="/risk", tags=["risk"])
 log = get_logger("api.risk")
@@ -42,18 +42,14 @@ def _details(invalid: ValidationError) -> list[dict[str, Any]]:
 
 
 async def _command(request: Request, state: ApiState, command: Command, partition_key: str) -> dict[str, Any]:
-    try:
-        reply = await state.commands.send(
-            command, partition_key, wait_s=request.app.state.settings.api.order_reply_timeout_s
-        )
-    except CommandTimeout:
-        raise ApiError(
-            504, "risk_command_timeout", "the order service did not answer in time; GET /risk/limits to see"
-        ) from None
-    assert reply is not None
-    if not reply.get("ok", False):
-        raise ApiError(422, "invalid_risk_limit", str(reply.get("message") or reply.get("error")))
-    return reply
+    return await ask_order_service(
+        state,
+        command,
+        partition_key,
+        request.app.state.settings.api.order_reply_timeout_s,
+        ApiError(504, "risk_command_timeout", "the order service did not answer in time; GET /risk/limits to see"),
+        lambda reply: ApiError(422, "invalid_risk_limit", str(reply.get("message") or reply.get("error"))),
+    )
 
 
 @router.get(

@@ -16,7 +16,6 @@ from uuid import UUID
 import psycopg
 from fastapi import APIRouter
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
 from api.deps import AuthPrincipal, Principal, State, allowed
 from api.errors import ApiError, ErrorBody
@@ -38,15 +37,14 @@ _NOT_FOUND = {"model": ErrorBody, "description": "no such strategy"}
 _TAKEN = {"model": ErrorBody, "description": "another strategy has this name"}
 
 
-def _jsonb(params: dict[str, Any]) -> Jsonb:
-    """Params as JSONB; values PostgreSQL's JSON cannot hold (NaN, infinities, NUL characters) are a 422."""
+def _check_params(params: dict[str, Any]) -> None:
+    """Values PostgreSQL's JSON cannot hold (NaN, infinities, NUL characters) are a 422, before any command."""
     try:
         text = json.dumps(params, allow_nan=False)
     except ValueError as exc:
         raise ApiError(422, "invalid_params", f"params must be plain JSON: {exc}") from exc
     if "\\u0000" in text:
         raise ApiError(422, "invalid_params", "params must not contain NUL characters")
-    return Jsonb(params)
 
 
 async def _strategies(
@@ -88,7 +86,7 @@ async def list_strategies(state: State, principal: Principal) -> list[StrategyPu
 )
 async def create_strategy(state: State, principal: Manager, body: StrategyCreate) -> StrategyPublic:
     strategy_id = str(uuid.uuid4())
-    _jsonb(body.params)  # refused here (422) if PostgreSQL's JSON cannot hold it
+    _check_params(body.params)
     command = DefineStrategy(
         strategy_id=strategy_id,
         name=body.name,
@@ -112,7 +110,7 @@ async def create_strategy(state: State, principal: Manager, body: StrategyCreate
 async def update_strategy(state: State, principal: Manager, strategy_id: UUID, body: StrategyUpdate) -> StrategyPublic:
     changes: dict[str, Any] = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
     if "params" in changes:
-        _jsonb(changes["params"])
+        _check_params(changes["params"])
     if "status" in changes:
         changes["status"] = changes["status"].value
     if changes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +18,11 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from api.errors import ApiError
+from api.state import ApiState
+from core.domain.messages import Command
 from core.security.account_secrets import ExchangeCredentials
 from realtime.exchanges.base import AuthenticationFailed, ExchangeError, ExchangeUnavailable, RateLimited
+from realtime.orders.commands import CommandTimeout
 from realtime.orders.venues import AccountRef, VenueEndpoints, adapter_factory
 
 # --- exchange keys ------------------------------------------------------------------------------------------
@@ -216,6 +220,26 @@ class Idempotency:
 
 
 # --- the order service's replies ----------------------------------------------------------------------------
+
+
+async def ask_order_service(
+    state: ApiState,
+    command: Command,
+    partition_key: str,
+    wait_s: float,
+    unanswered: ApiError,
+    refusal: Callable[[dict[str, Any]], ApiError],
+) -> dict[str, Any]:
+    """Send ``command`` to the order service and wait for its answer: ``unanswered`` when none comes within
+    ``wait_s``, ``refusal(reply)`` when it refuses (risk limits, kill switches, exchange accounts)."""
+    try:
+        reply = await state.commands.send(command, partition_key, wait_s=wait_s)
+    except CommandTimeout:
+        raise unanswered from None
+    assert reply is not None
+    if not reply.get("ok", False):
+        raise refusal(reply)
+    return reply
 
 
 def raise_for_reply(reply: dict[str, Any]) -> None:

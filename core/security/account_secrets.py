@@ -71,6 +71,13 @@ def open_credentials(
     )
 
 
+# a new account row: id, user_id, exchange, label, then the SealedAccount's four fields in their order
+INSERT_ACCOUNT = (
+    "INSERT INTO user_accounts (id, user_id, exchange, label, api_key_encrypted, api_secret_encrypted,"
+    " key_version, api_key_masked) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class SealedAccount:
     """An account's credentials as stored: both fields sealed under ``key_version``, and the masked key."""
@@ -104,8 +111,7 @@ def store_account(
     account = canonical_account_id(account_id)
     sealed = seal_account(keyring, account, api_key, api_secret)
     conn.execute(
-        "INSERT INTO user_accounts (id, user_id, exchange, label, api_key_encrypted, api_secret_encrypted,"
-        " key_version, api_key_masked) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        INSERT_ACCOUNT,
         (
             account,
             str(user_id),

@@ -25,6 +25,7 @@ from core.domain.exchange_accounts import (
     LinkExchangeAccount,
 )
 from core.messaging.bus import CommandRefused
+from core.security.account_secrets import INSERT_ACCOUNT
 from core.uow import UnitOfWork
 from realtime.orders.kill_switch import begin_cancel_open
 
@@ -40,10 +41,7 @@ class AccountNotFound(CommandRefused):
     """No such account of this user."""
 
 
-_INSERT = (
-    "INSERT INTO user_accounts (id, user_id, exchange, label, api_key_encrypted, api_secret_encrypted, key_version,"
-    " api_key_masked) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING id"
-)
+_INSERT = INSERT_ACCOUNT + " ON CONFLICT (id) DO NOTHING RETURNING id"
 
 
 async def _recorded(uow: UnitOfWork, account_id: str, version: int) -> bool:
@@ -62,17 +60,19 @@ async def link_exchange_account(cmd: LinkExchangeAccount, uow: UnitOfWork, order
     try:
         async with orders.pool.connection() as conn:
             inserted = await (await conn.execute(_INSERT, (*values, cmd.key_version, cmd.api_key_masked))).fetchone()
-            owner = await (
-                await conn.execute("SELECT user_id::text FROM user_accounts WHERE id = %s", (cmd.account_id,))
-            ).fetchone()
     except psycopg.errors.UniqueViolation:
         raise AccountExists(
             f"you already have a {cmd.exchange} account labelled {cmd.label!r}: choose another label"
         ) from None
-    if inserted is None and (owner is None or owner[0] != cmd.user_id):
-        raise AccountExists(f"account id {cmd.account_id} is taken")
-    if inserted is None and await _recorded(uow, cmd.account_id, 1):
-        return OrderResult(None, "linked", duplicate=True)  # handled before, to the end
+    if inserted is None:  # the id is taken: by this command handled before, or by someone else's account
+        conn = await uow.connection()
+        owner = await (
+            await conn.execute("SELECT user_id::text FROM user_accounts WHERE id = %s", (cmd.account_id,))
+        ).fetchone()
+        if owner is None or owner[0] != cmd.user_id:
+            raise AccountExists(f"account id {cmd.account_id} is taken")
+        if await _recorded(uow, cmd.account_id, 1):
+            return OrderResult(None, "linked", duplicate=True)  # handled before, to the end
     uow.record(
         ExchangeAccountLinked(
             aggregate_id=cmd.account_id,
