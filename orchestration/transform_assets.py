@@ -19,6 +19,7 @@ from dagster import AssetCheckKey, AssetExecutionContext, AssetKey, DagsterInsta
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from packaging.version import Version
 
+from orchestration.dbt_in_process import in_process_invocations
 from orchestration.resources import ROOT, WarehouseResource, dbt_postgres_env, deployment
 from warehouse.extract import raw_table_names
 
@@ -185,13 +186,16 @@ def published_warehouse(context: AssetExecutionContext, warehouse: WarehouseReso
 
 
 class PatriotDbtResource(DbtCliResource):
-    """dagster-dbt's CLI resource without two costs it pays before every ``dbt build`` that this project never
-    uses, about 5 s of the hourly run on this 2-core machine:
+    """dagster-dbt's CLI resource without three costs it pays for every ``dbt build``, about 7 s of the hourly
+    run on this 2-core machine:
 
     - ``dbt --version`` in a subprocess (a whole dbt start-up, about 3 s) to learn the version: the dbt run here
       is the dbt-core installed beside this interpreter (:func:`dbt_executable`), whose version is known;
     - a dbt adapter opened in the Dagster process, which dagster-dbt needs only for ``fetch_row_counts()`` and
-      ``fetch_column_metadata()``: the assets here call neither (row counts are in dbt's own results).
+      ``fetch_column_metadata()``: the assets here call neither (row counts are in dbt's own results);
+    - the dbt process itself, which imports again what the Dagster run process has imported (dbt, its adapter,
+      pandas, numpy, polars): that dbt runs in the run process (``orchestration/dbt_in_process.py``), read by
+      dagster-dbt's own code as if it were the CLI's output.
     """
 
     @cached_property
@@ -202,6 +206,14 @@ class PatriotDbtResource(DbtCliResource):
 
     def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> Any:
         return None
+
+    def cli(self, args: Sequence[str], **kwargs: Any) -> Any:
+        """dbt runs in this process (``orchestration/dbt_in_process.py``) when it is the dbt installed beside
+        this interpreter; any other executable still runs as dagster-dbt's subprocess."""
+        if Path(self.dbt_executable) != Path(sys.executable).with_name("dbt"):
+            return super().cli(args, **kwargs)
+        with in_process_invocations():
+            return super().cli(args, **kwargs)
 
 
 def dbt_resource(target: str | None = None) -> DbtCliResource:

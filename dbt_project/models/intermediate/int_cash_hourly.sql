@@ -19,12 +19,14 @@ opening as (
 {% endif %}flows_by_hour as (
     select account_id, {{ date_trunc_hour('flow_at') }} as hour, sum(amount) as net_flows
     from {{ ref('stg_capital_flows') }}
+    {% if is_incremental() %}where flow_at >= (select from_hour from bounds){% endif %}
     group by account_id, {{ date_trunc_hour('flow_at') }}
 ),
 
 fill_cash_by_hour as (
     select account_id, {{ date_trunc_hour('filled_at') }} as hour, sum(cash_flow) as fill_cash_flow
     from {{ ref('int_fills_quote_fee') }}
+    {% if is_incremental() %}where filled_at >= (select from_hour from bounds){% endif %}
     group by account_id, {{ date_trunc_hour('filled_at') }}
 ),
 

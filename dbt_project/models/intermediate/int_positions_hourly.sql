@@ -23,12 +23,23 @@ opening as (
         {{ date_trunc_hour('filled_at') }} as hour,
         sum(signed_quantity) as quantity_change
     from {{ ref('int_fills_quote_fee') }}
+    {% if is_incremental() %}where filled_at >= (select from_hour from bounds){% endif %}
     group by account_id, symbol, {{ date_trunc_hour('filled_at') }}
 ),
 
+{#- The books and the hour each starts: incrementally, those already open at the hour before (they have a row
+    in every hour since their first fill) and those whose first fill is in the recomputed hours. #}
 traded_symbols as (
     select account_id, symbol, min(hour) as first_hour
-    from fills_by_hour
+    from (
+        select account_id, symbol, hour
+        from fills_by_hour
+        {% if is_incremental() %}
+        union all
+        select account_id, symbol, (select from_hour from bounds)
+        from opening
+        {% endif %}
+    ) as books
     group by account_id, symbol
 ),
 

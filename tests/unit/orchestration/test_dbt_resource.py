@@ -1,17 +1,25 @@
 """The dbt resource's shortcuts: no ``dbt --version`` subprocess and no adapter in the Dagster process before a
-build, and the parse state and run directories a build leaves behind."""
+build, dbt run in the Dagster process (read exactly as dagster-dbt reads the CLI), and the parse state and run
+directories a build leaves behind."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
+import dagster_dbt.core.dbt_cli_invocation as dagster_dbt_invocation
 import dagster_dbt.core.resource as dagster_dbt_resource
 import pytest
+from dagster_dbt.errors import DagsterDbtCliRuntimeError
 from packaging.version import Version
 
+from orchestration.dbt_in_process import _DbtThread
 from orchestration.transform_assets import dbt_resource, keep_parse_state
 
 
@@ -69,3 +77,78 @@ def test_a_build_without_parse_state_replaces_nothing(tmp_path: Path) -> None:
     (shared / "partial_parse.msgpack").write_bytes(b"earlier")
     keep_parse_state(run, shared)
     assert (shared / "partial_parse.msgpack").read_bytes() == b"earlier"
+
+
+def _no_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:
+    popen = subprocess.Popen
+
+    def refuse(args: Sequence[str], *rest: Any, **kwargs: Any) -> Any:
+        if Path(str(args[0])).name == "dbt":
+            raise AssertionError(f"dbt was started as a subprocess: {args}")
+        return popen(args, *rest, **kwargs)  # anything else dbt itself runs (uname)
+
+    monkeypatch.setattr(dagster_dbt_invocation.subprocess, "Popen", refuse)
+
+
+def test_dbt_runs_in_this_process_and_is_read_like_the_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _no_subprocess(monkeypatch)
+    warehouse = tmp_path / "working.duckdb"
+    monkeypatch.setenv("PATRIOT_WAREHOUSE_PATH", str(warehouse))
+    before = dict(os.environ)
+
+    invocation = dbt_resource().cli(["show", "--inline", "select 42 as answer"], target_path=tmp_path / "run")
+    events = list(invocation.stream_raw_events())
+
+    assert isinstance(invocation.process, _DbtThread)
+    assert invocation.is_successful() and invocation.get_error() is None
+    names = [event.raw_event["info"]["name"] for event in events]
+    assert "MainReportVersion" in names  # dbt's own structured events, as the CLI prints them
+    shown = [event.raw_event["data"] for event in events if event.raw_event["info"]["name"] == "ShowNode"]
+    assert len(shown) == 1 and "42" in shown[0]["preview"]  # the query ran on the warehouse file
+    assert all(event.raw_event["info"]["level"] != "debug" for event in events)
+    assert (tmp_path / "run" / "dbt.log").exists()  # its log file in the invocation's target path
+    assert dict(os.environ) == before  # DBT_TARGET_PATH and the rest are not left behind for the next run
+    # the warehouse file is free again: another process can open it for writing
+    assert warehouse.exists()
+    opened = subprocess.run(
+        [sys.executable, "-c", f"import duckdb; duckdb.connect({str(warehouse)!r}).execute('select 1')"],
+        capture_output=True,
+        text=True,
+    )
+    assert opened.returncode == 0, opened.stderr
+
+
+def test_a_failing_in_process_dbt_is_reported_as_the_cli_reports_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _no_subprocess(monkeypatch)
+    monkeypatch.setenv("PATRIOT_WAREHOUSE_PATH", str(tmp_path / "working.duckdb"))
+
+    invocation = dbt_resource().cli(
+        ["run-operation", "no_such_macro"], target_path=tmp_path / "run", raise_on_error=False
+    )
+
+    assert not invocation.is_successful()
+    assert invocation.process.returncode != 0
+    error = invocation.get_error()
+    assert error is not None and "no_such_macro" in str(error)
+    with pytest.raises(DagsterDbtCliRuntimeError, match="no_such_macro"):
+        dbt_resource().cli(["run-operation", "no_such_macro"], target_path=tmp_path / "again").wait()
+
+
+def test_another_dbt_executable_still_runs_as_a_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[object] = []
+
+    class Started(Exception):
+        pass
+
+    def popen(args: list[str], **kwargs: object) -> None:
+        started.append(args[0])
+        raise Started
+
+    monkeypatch.setattr(dagster_dbt_invocation.subprocess, "Popen", popen)
+    monkeypatch.setattr(dagster_dbt_resource, "check_output", lambda command: b"Core:\n  - installed: 1.11.2\n")
+    resource = dbt_resource().model_copy(update={"dbt_executable": "/opt/elsewhere/dbt"})
+    with pytest.raises(Started):
+        resource.cli(["parse"])
+    assert started == ["/opt/elsewhere/dbt"]
