@@ -22,6 +22,7 @@ from packaging.version import Version
 from orchestration.dbt_in_process import in_process_invocations
 from orchestration.resources import ROOT, WarehouseResource, dbt_postgres_env, deployment
 from warehouse.extract import raw_table_names
+from warehouse.store import marts_path_for
 
 RAW_TABLES = raw_table_names()
 
@@ -34,9 +35,11 @@ def dbt_target() -> str:
 
 
 def dbt_env(warehouse_path: Path | None = None) -> dict[str, str]:
+    """dbt's environment; with ``warehouse_path``, the DuckDB working file and the marts file beside it."""
     env = {**os.environ, **DBT_ENV, "PATRIOT_ROOT": str(ROOT)}
     if warehouse_path is not None:
         env["PATRIOT_WAREHOUSE_PATH"] = str(warehouse_path)
+        env["PATRIOT_MARTS_PATH"] = str(marts_path_for(Path(warehouse_path)))
     return env
 
 
@@ -180,9 +183,11 @@ def published_warehouse(context: AssetExecutionContext, warehouse: WarehouseReso
     if warehouse.is_postgres():
         context.log.info("prod: the marts are read in place in the warehouse database; nothing to publish")
         return MaterializeResult(metadata={"deployment": "prod", "published": "in place (PostgreSQL)"})
-    path = warehouse.store().publish()
-    context.log.info(f"published {path}")
-    return MaterializeResult(metadata={"path": str(path)})
+    store = warehouse.store()
+    path = store.publish()
+    seconds = store.last_publish_seconds
+    context.log.info(f"published {path} ({', '.join(f'{step} {s:.2f}s' for step, s in seconds.items())})")
+    return MaterializeResult(metadata={"path": str(path), **{f"{step}_s": s for step, s in seconds.items()}})
 
 
 class PatriotDbtResource(DbtCliResource):

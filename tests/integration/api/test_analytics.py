@@ -50,7 +50,8 @@ def built(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def publish_into_app(api: ApiHarness, built: Built) -> WarehouseStore:
     """The built warehouse, published in the app's own store; the fund's users and accounts in its database."""
     store = api.state.warehouse
-    shutil.copyfile(built.published, store.working_path())
+    store.working_path()  # creates the store's directory
+    shutil.copyfile(built.published, store.marts_path())
     store.publish()
     with psycopg.connect(api.database_url) as conn:
         for n, (user_id, account_id) in enumerate(zip(built.fund.users, built.fund.accounts, strict=True)):

@@ -28,6 +28,7 @@ import duckdb
 import pytest
 
 from warehouse.metrics import PERFORMANCE_KEYS, performance, var_table
+from warehouse.store import connect_working_file, marts_path_for
 
 ROOT = Path(__file__).resolve().parents[3]
 PROJECT_DIR = ROOT / "dbt_project"
@@ -264,8 +265,10 @@ def _dbt(
     environment = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "False", "DO_NOT_TRACK": "1"}
     environment |= {"PATRIOT_ROOT": str(ROOT), **(env or {})}
     environment.pop("PATRIOT_WAREHOUSE_PATH", None)
+    environment.pop("PATRIOT_MARTS_PATH", None)
     if warehouse is not None:
         environment["PATRIOT_WAREHOUSE_PATH"] = str(warehouse)
+        environment["PATRIOT_MARTS_PATH"] = str(marts_path_for(warehouse))
     started = time.perf_counter()
     result = subprocess.run(args, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=280)
     return result, time.perf_counter() - started
@@ -285,7 +288,7 @@ def built(fund: Fund, tmp_path_factory: pytest.TempPathFactory) -> Iterator[duck
     result, seconds = _dbt("build", workdir, path)
     assert result.returncode == 0, f"dbt build failed:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
     print(f"dbt build on the generated fund: {seconds:.1f} s")
-    con = duckdb.connect(str(path), read_only=True)
+    con = connect_working_file(path, read_only=True)
     yield con
     con.close()
 
@@ -297,7 +300,7 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = N
 
 
 def _mart_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
-    sql = "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'marts'"
+    sql = "SELECT table_name FROM duckdb_tables() WHERE database_name = 'marts'"
     return {name for (name,) in con.execute(sql).fetchall()}
 
 
@@ -461,7 +464,7 @@ def test_bad_fills_fail_dbt_build_naming_the_failing_tests(fund: Fund, tmp_path:
     assert result.returncode != 0
     assert "Failure in test stg_fills_quantity_positive" in result.stdout, result.stdout[-4000:]
     assert "Failure in test stg_fills_unique_account_exchange_trade" in result.stdout, result.stdout[-4000:]
-    with duckdb.connect(str(path), read_only=True) as con:
+    with connect_working_file(path, read_only=True) as con:
         marts = _mart_tables(con)
     assert "nav_hourly" not in marts  # the marts downstream of the failed tests were skipped
 
@@ -491,16 +494,17 @@ def test_hourly_tests_read_the_changed_rows_and_still_catch_a_repeated_venue_tra
         "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
     ).fetchone()
     shutil.copyfile(built_file, path)
+    shutil.copyfile(marts_path_for(Path(built_file)), marts_path_for(path))
     last = max(fund.fills, key=lambda fill: fill["filled_at"])
     changed_rows = {"PATRIOT_DBT_TESTS": "changed_rows"}
 
-    with duckdb.connect(str(path)) as con:
+    with connect_working_file(path) as con:
         # an old row broken in place, which no build touches: only a test that reads every row sees it
         con.execute("UPDATE marts.fct_fills SET side = 'hold' WHERE fill_id = ?", [fund.fills[0]["id"]])
         _append_fill(con, last["id"], "hourly/clean", last["filled_at"] + timedelta(seconds=1), trade_id="hourly-1")
     hourly, _ = _dbt("build", tmp_path, path, env=changed_rows)
     assert hourly.returncode == 0, hourly.stdout[-4000:]
-    with duckdb.connect(str(path), read_only=True) as con:
+    with connect_working_file(path, read_only=True) as con:
         built_now = con.execute("SELECT count(*) FROM marts.fct_fills WHERE fill_id = ?", [_id("hourly/clean")])
         assert built_now.fetchone() == (1,)
     every_row, _ = _dbt("test", tmp_path, path)

@@ -34,7 +34,7 @@ from orchestration.transform_assets import (
 )
 from warehouse import queries
 from warehouse.demo import Fund, FundSpec, generate_fund
-from warehouse.store import WarehouseStore
+from warehouse.store import WarehouseStore, attach_marts, marts_path_for
 
 pytestmark = pytest.mark.integration
 
@@ -179,10 +179,13 @@ def _mart_differences(built: Path, rebuilt: Path) -> dict[str, int]:
     """Rows in either file's incremental models (and the whole-history tables built from them) that the other
     lacks."""
     with duckdb.connect(str(built), read_only=True) as con:
+        attach_marts(con, marts_path_for(built), read_only=True)
         con.execute(f"ATTACH '{rebuilt}' AS rebuilt (READ_ONLY)")
+        con.execute(f"ATTACH '{marts_path_for(rebuilt)}' AS rebuilt_marts (READ_ONLY)")
         out = {}
         for table in INCREMENTAL_MARTS:
-            a, b = table, f"rebuilt.{table}"
+            schema, name = table.split(".")
+            a, b = table, (f"rebuilt_marts.{name}" if schema == "marts" else f"rebuilt.{table}")
             out[table] = sum(
                 con.execute(f"SELECT count(*) FROM (SELECT * FROM {x} EXCEPT SELECT * FROM {y})").fetchone()[0]  # type: ignore[index]
                 for x, y in ((a, b), (b, a))
@@ -194,8 +197,9 @@ def test_incremental_run_with_new_and_late_fills_equals_a_full_rebuild(pipeline:
     last_day = pipeline.fund.end.date().isoformat()
     with DagsterInstance.ephemeral() as instance:
         assert pipeline.run(instance) == (True, True)
-        working = WarehouseStore(pipeline.root).working_path()
-        with duckdb.connect(str(working), read_only=True) as con:
+        store = WarehouseStore(pipeline.root)
+        working = store.working_path()
+        with store.connect_working(read_only=True) as con:
             before = con.execute("SELECT sum(nav) FROM marts.nav_hourly").fetchone()
         with psycopg.connect(pipeline.database_url) as conn:
             # recorded on the last day: 50 fills of that day, and 5 late fills that happened three days earlier
@@ -216,7 +220,7 @@ def test_incremental_run_with_new_and_late_fills_equals_a_full_rebuild(pipeline:
     newest = max((DBT_DIR / "target").glob("patriot_dbt_models-*"), key=lambda p: p.stat().st_mtime)
     log = (newest / "dbt.log").read_text()
     assert "Partial parsing enabled" in log and "Unable to do partial parsing" not in log
-    with duckdb.connect(str(working), read_only=True) as con:
+    with store.connect_working(read_only=True) as con:
         assert con.execute("SELECT sum(nav) FROM marts.nav_hourly").fetchone() != before
         late = con.execute(
             "SELECT min(f.filled_at) FROM marts.fct_fills f JOIN raw.fills r ON r.id = f.fill_id"
@@ -225,6 +229,7 @@ def test_incremental_run_with_new_and_late_fills_equals_a_full_rebuild(pipeline:
         assert late is not None and late[0] < pipeline.fund.end - timedelta(days=2)
     rebuilt = tmp_path / "rebuilt.duckdb"
     shutil.copyfile(working, rebuilt)
+    shutil.copyfile(store.marts_path(), marts_path_for(rebuilt))
     command = [dbt_executable(), "build", "--full-refresh", "--project-dir", str(DBT_DIR), "--profiles-dir"]
     command += [str(DBT_DIR), "--target", dbt_target()]
     done = subprocess.run(command, env=dbt_env(rebuilt), cwd=DBT_DIR, capture_output=True, text=True)

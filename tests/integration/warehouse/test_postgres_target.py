@@ -33,6 +33,7 @@ from orchestration.transform_assets import DBT_DIR, dbt_env, dbt_executable
 from tests.conftest import Servers, scratch_database
 from warehouse.demo import FundSpec, generate_fund
 from warehouse.extract import extract_all
+from warehouse.store import connect_working_file
 
 pytestmark = pytest.mark.integration
 
@@ -187,7 +188,7 @@ def _postgres_rows(database_url: str, table: str) -> tuple[list[str], list[tuple
 
 
 def _duckdb_rows(path: Path, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    with duckdb.connect(str(path), read_only=True) as con:
+    with connect_working_file(path, read_only=True) as con:
         relation = con.sql(f"SELECT * FROM marts.{table}")
         return list(relation.columns), relation.fetchall()
 

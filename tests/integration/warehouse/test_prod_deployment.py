@@ -34,7 +34,7 @@ from orchestration.transform_assets import published_warehouse as published
 from tests.conftest import Servers, scratch_database
 from warehouse.demo import Fund, FundSpec, generate_fund
 from warehouse.extract import RAW_TABLES, extract_all
-from warehouse.store import WarehouseStore
+from warehouse.store import WarehouseStore, connect_working_file
 
 pytestmark = pytest.mark.integration
 
@@ -204,7 +204,7 @@ def test_prod_publish_writes_no_duckdb_copy(built: Deployments) -> None:
 def test_prod_fund_nav_daily_equals_the_local_pipeline(built: Deployments) -> None:
     with psycopg.connect(built.warehouse_url) as conn:
         prod = dict(conn.execute("SELECT day, nav FROM marts.nav_daily WHERE scope = 'fund' ORDER BY day").fetchall())
-    with duckdb.connect(str(built.local_path), read_only=True) as con:
+    with connect_working_file(built.local_path, read_only=True) as con:
         local = dict(con.execute("SELECT day, nav FROM marts.nav_daily WHERE scope = 'fund' ORDER BY day").fetchall())
     assert len(prod) >= 12 and prod.keys() == local.keys()
     assert all(abs(prod[d] - local[d]) <= Decimal("1e-12") for d in local), "fund NAV differs between deployments"
@@ -238,7 +238,7 @@ def test_prod_python_mart_covers_every_scope_and_equals_the_local_one(built: Dep
         cursor.execute(f"SELECT * FROM marts.{mart}")
         prod = _rows([d.name for d in cursor.description or []], cursor.fetchall(), key)
         scopes = set(conn.execute("SELECT DISTINCT scope, scope_id FROM marts.nav_daily").fetchall())
-    with duckdb.connect(str(built.local_path), read_only=True) as con:
+    with connect_working_file(built.local_path, read_only=True) as con:
         relation = con.sql(f"SELECT * FROM marts.{mart}")
         local = _rows(list(relation.columns), relation.fetchall(), key)
     assert {(k[0], k[1]) for k in prod} == scopes and len(scopes) > 4  # fund, users, accounts, strategies

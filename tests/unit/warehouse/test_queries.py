@@ -6,7 +6,6 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import polars as pl
 import pytest
 
@@ -23,7 +22,6 @@ def hour(h: int) -> datetime:
 
 
 MARTS = f"""
-CREATE SCHEMA marts;
 CREATE TABLE marts.nav_daily (day DATE, scope VARCHAR, scope_id VARCHAR, nav DECIMAL(38,18),
     net_flows DECIMAL(38,18), "return" DOUBLE);
 INSERT INTO marts.nav_daily VALUES
@@ -72,7 +70,7 @@ INSERT INTO marts.risk_summary VALUES
 def store(tmp_path_factory: pytest.TempPathFactory) -> WarehouseStore:
     """Marts as dbt would leave them, published once for every test of this module."""
     store = WarehouseStore(tmp_path_factory.mktemp("warehouse"))
-    with duckdb.connect(str(store.working_path())) as writer:
+    with store.connect_working() as writer:
         writer.execute(MARTS)
         store.publish(writer)
     return store

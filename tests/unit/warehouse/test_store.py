@@ -23,9 +23,9 @@ def store(tmp_path: Path) -> WarehouseStore:
 
 @pytest.fixture
 def writer(store: WarehouseStore) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The pipeline's connection to the working file, holding one model table ``marts.nav`` at version 1."""
-    with duckdb.connect(str(store.working_path())) as conn:
-        conn.execute("CREATE SCHEMA marts")
+    """The pipeline's connection to the working file (the marts file attached as ``marts``), holding one model
+    table ``marts.nav`` at version 1."""
+    with store.connect_working() as conn:
         conn.execute("CREATE TABLE marts.nav (version INTEGER, nav DECIMAL(38,18))")
         conn.execute("INSERT INTO marts.nav VALUES (1, 100.5)")
         yield conn
@@ -103,14 +103,29 @@ def test_publish_keeps_last_two_files_and_an_open_reader_of_a_removed_one(
     assert (store.root / "current").read_text().strip() == published[-1].name
 
 
-def test_publish_opens_the_working_file_itself_when_no_writer_is_given(store: WarehouseStore) -> None:
-    with duckdb.connect(str(store.working_path())) as conn:
-        conn.execute("CREATE TABLE t AS SELECT 42 AS answer")
+def test_publish_opens_the_marts_file_itself_when_no_writer_is_given(store: WarehouseStore) -> None:
+    with store.connect_working() as conn:
+        conn.execute("CREATE TABLE marts.t AS SELECT 42 AS answer")
 
     store.publish()
 
     with store.connect_reader() as reader:
-        assert reader.execute("SELECT answer FROM t").fetchall() == [(42,)]
+        assert reader.execute("SELECT answer FROM marts.t").fetchall() == [(42,)]
+
+
+def test_only_the_marts_are_published(store: WarehouseStore) -> None:
+    with store.connect_working() as conn:
+        conn.execute("CREATE SCHEMA raw")
+        conn.execute("CREATE TABLE raw.fills AS SELECT range AS id FROM range(100000)")  # what readers never read
+        conn.execute("CREATE TABLE marts.nav AS SELECT 1 AS version")
+
+    published = store.publish()
+
+    assert published.stat().st_size == store.marts_path().stat().st_size < store.working_path().stat().st_size
+    with store.connect_reader() as reader:
+        assert reader.execute("SELECT version FROM marts.nav").fetchall() == [(1,)]
+        with pytest.raises(duckdb.CatalogException):
+            reader.execute("SELECT count(*) FROM raw.fills")
 
 
 def test_reader_in_another_process_never_blocks_writer_and_keeps_its_snapshot(
