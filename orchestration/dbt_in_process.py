@@ -32,7 +32,7 @@ import orjson
 from dagster_dbt.core import resource as dagster_dbt_resource
 from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation, _get_dbt_target_path
 
-__all__ = ["InProcessDbtCliInvocation", "in_process_invocations"]
+__all__ = ["InProcessDbtCliInvocation", "in_process_invocations", "scoped_environ"]
 
 _ONE_AT_A_TIME = threading.Lock()
 _SWAP = threading.Lock()
@@ -77,8 +77,9 @@ class _Lines:
 class _DbtThread:
     """One ``dbtRunner`` invocation on a daemon thread, read like the ``subprocess.Popen`` of a dbt CLI run."""
 
-    def __init__(self, args: Sequence[str], env: Mapping[str, str]) -> None:
+    def __init__(self, args: Sequence[str], env: Mapping[str, str], project_dir: Path) -> None:
         self.args = ["dbt", *args]
+        self._project_dir = project_dir
         self.returncode: int | None = None
         self._lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self.stdout = _Lines(self._lines)
@@ -108,25 +109,18 @@ class _DbtThread:
                 self._lines.put(orjson.dumps(msg_to_dict(msg)))
 
         # the subprocess ran in the project directory; this process stays where it is, so paths become absolute
-        project_dir = Path(env["DBT_PROJECT_DIR"])
-        paths = {name: str(project_dir / env[name]) for name in _ENV_FLAGS if name in env}
+        paths = {name: str(self._project_dir / env[name]) for name in _ENV_FLAGS if name in env}
         flags = [arg for name, flag in _ENV_FLAGS.items() if name in paths for arg in (flag, paths[name])]
         if "DBT_INDIRECT_SELECTION" in env:
             flags += ["--indirect-selection", env["DBT_INDIRECT_SELECTION"]]
         # the subprocess environment dagster-dbt built (os.environ plus its own variables), for env_var() in
         # the profile and models; dbt's log output goes through `forward` and its log file, not stdout
-        changed = {k: v for k, v in env.items() if k not in _NOT_SET and os.environ.get(k) != v}
-        saved = {k: os.environ.get(k) for k in changed}
-        os.environ.update(changed)
+        # (DBT_TARGET_PATH left set would nest the next run's target path, so it is restored afterwards)
         try:
-            result = dbtRunner(callbacks=[forward]).invoke([*args, *flags, "--quiet"])
+            with scoped_environ({k: v for k, v in env.items() if k not in _NOT_SET}):
+                result = dbtRunner(callbacks=[forward]).invoke([*args, *flags, "--quiet"])
         finally:
             _close_duckdb()
-            for key, value in saved.items():  # DBT_TARGET_PATH left set would nest the next run's target path
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
         if result.exception is not None:
             self._error(f"dbt failed: {type(result.exception).__name__}: {result.exception}")
             return _CRASHED
@@ -146,6 +140,21 @@ class _DbtThread:
 
     def send_signal(self, signum: int) -> None:
         """dbt in a thread cannot be interrupted; the run process ends with it (the thread is a daemon)."""
+
+
+@contextmanager
+def scoped_environ(values: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set while inside; every variable changed is put back (or removed) after."""
+    saved = {key: os.environ.get(key) for key, value in values.items() if os.environ.get(key) != value}
+    os.environ.update({key: values[key] for key in saved})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _close_duckdb() -> None:
@@ -176,7 +185,7 @@ class InProcessDbtCliInvocation(DbtCliInvocation):
             seeded.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(state, seeded)
         # args[0] is the dbt executable; the arguments after it are the same for dbtRunner
-        process = _DbtThread(list(args)[1:], {**env, "DBT_PROJECT_DIR": str(project_dir)})
+        process = _DbtThread(list(args)[1:], env, project_dir)
         project = kwargs.pop("dbt_project", None)  # run() names it dbt_project, the dataclass project
         return cls(process=process, project=project, project_dir=project_dir, target_path=target_path, **kwargs)  # type: ignore[arg-type]
 

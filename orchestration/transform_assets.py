@@ -19,7 +19,7 @@ from dagster import AssetCheckKey, AssetExecutionContext, AssetKey, DagsterInsta
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from packaging.version import Version
 
-from orchestration.dbt_in_process import in_process_invocations
+from orchestration.dbt_in_process import in_process_invocations, scoped_environ
 from orchestration.resources import ROOT, WarehouseResource, dbt_postgres_env, deployment
 from warehouse.extract import raw_table_names
 from warehouse.store import marts_path_for
@@ -35,11 +35,14 @@ def dbt_target() -> str:
 
 
 def dbt_env(warehouse_path: Path | None = None) -> dict[str, str]:
-    """dbt's environment; with ``warehouse_path``, the DuckDB working file and the marts file beside it."""
+    """dbt's environment; with ``warehouse_path``, the DuckDB working file and the marts file beside it, as
+    absolute paths (dbt in a subprocess resolves a relative one from the project directory, dbt in this process
+    from this process's working directory)."""
     env = {**os.environ, **DBT_ENV, "PATRIOT_ROOT": str(ROOT)}
     if warehouse_path is not None:
-        env["PATRIOT_WAREHOUSE_PATH"] = str(warehouse_path)
-        env["PATRIOT_MARTS_PATH"] = str(marts_path_for(Path(warehouse_path)))
+        working = Path(warehouse_path).absolute()
+        env["PATRIOT_WAREHOUSE_PATH"] = str(working)
+        env["PATRIOT_MARTS_PATH"] = str(marts_path_for(working))
     return env
 
 
@@ -106,12 +109,15 @@ def patriot_dbt_models(
             + ". Fix the source rows, re-run those extracts (their checks must pass), then refresh the marts."
         )
     if warehouse.is_postgres():
-        os.environ.update({**dbt_env(), **dbt_postgres_env(warehouse.url())})
+        values = {**dbt_env(), **dbt_postgres_env(warehouse.url())}
     else:
-        os.environ.update(dbt_env(warehouse.store().working_path()))
-    os.environ["PATRIOT_DBT_TESTS"] = dbt_test_scope(context.run.tags)
-    invocation = dbt.cli(["build"], context=context)
-    yield from invocation.stream()
+        values = dbt_env(warehouse.store().working_path())
+    values["PATRIOT_DBT_TESTS"] = dbt_test_scope(context.run.tags)
+    # dagster-dbt hands dbt this process's environment; it is this build's only while the build runs (a later
+    # build in the same process, or anything else it runs, must not inherit this one's warehouse or test scope)
+    with scoped_environ(values):
+        invocation = dbt.cli(["build"], context=context)
+        yield from invocation.stream()
     keep_parse_state(invocation.target_path, DBT_DIR / "target")
 
 

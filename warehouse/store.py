@@ -71,7 +71,9 @@ class WarehouseStore:
         """
         marts = self.marts_path()
         if not marts.exists():
-            raise FileNotFoundError(f"no working warehouse file at {marts}: run the pipeline's extract first")
+            raise FileNotFoundError(
+                f"no working warehouse file at {marts} (the marts): run the pipeline (extract, then dbt build) first"
+            )
         started = time.perf_counter()
         if writer is not None:
             writer.execute(f"CHECKPOINT {MARTS_ALIAS}")

@@ -4,6 +4,7 @@ independent calculation from the fills; a bad row fails its blocking check and t
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -215,7 +216,10 @@ def test_incremental_run_with_new_and_late_fills_equals_a_full_rebuild(pipeline:
                 (last_day,),
             )
             conn.commit()
+        outside = {key: os.environ.get(key) for key in ("PATRIOT_DBT_TESTS", "PATRIOT_WAREHOUSE_PATH")}
         assert pipeline.run_day(instance, last_day)
+        # the build's test scope and warehouse were its own: nothing run after it in this process inherits them
+        assert {key: os.environ.get(key) for key in outside} == outside
     # the hourly build started from the parse state the first build left (dbt did not parse the project again)
     newest = max((DBT_DIR / "target").glob("patriot_dbt_models-*"), key=lambda p: p.stat().st_mtime)
     log = (newest / "dbt.log").read_text()

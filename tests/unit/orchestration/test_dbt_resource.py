@@ -20,7 +20,7 @@ from dagster_dbt.errors import DagsterDbtCliRuntimeError
 from packaging.version import Version
 
 from orchestration.dbt_in_process import _DbtThread
-from orchestration.transform_assets import dbt_resource, keep_parse_state
+from orchestration.transform_assets import dbt_env, dbt_resource, keep_parse_state
 
 
 def test_the_local_dbt_version_is_known_without_running_dbt(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,7 +93,8 @@ def _no_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_dbt_runs_in_this_process_and_is_read_like_the_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     _no_subprocess(monkeypatch)
     warehouse = tmp_path / "working.duckdb"
-    monkeypatch.setenv("PATRIOT_WAREHOUSE_PATH", str(warehouse))
+    for name in ("PATRIOT_WAREHOUSE_PATH", "PATRIOT_MARTS_PATH"):  # as the asset sets them for its build
+        monkeypatch.setenv(name, dbt_env(warehouse)[name])
     before = dict(os.environ)
 
     invocation = dbt_resource().cli(["show", "--inline", "select 42 as answer"], target_path=tmp_path / "run")
@@ -122,7 +123,8 @@ def test_a_failing_in_process_dbt_is_reported_as_the_cli_reports_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     _no_subprocess(monkeypatch)
-    monkeypatch.setenv("PATRIOT_WAREHOUSE_PATH", str(tmp_path / "working.duckdb"))
+    for name in ("PATRIOT_WAREHOUSE_PATH", "PATRIOT_MARTS_PATH"):
+        monkeypatch.setenv(name, dbt_env(tmp_path / "working.duckdb")[name])
 
     invocation = dbt_resource().cli(
         ["run-operation", "no_such_macro"], target_path=tmp_path / "run", raise_on_error=False
