@@ -74,14 +74,14 @@ class Pipeline:
         return extract.success, marts.success
 
     def run_day(self, instance: DagsterInstance, day: str) -> bool:
-        """The hourly path: one day's extract partition, then dimensions + dbt (incremental, its tests on the
-        changed rows, as the marts_after_extract sensor asks) + publish."""
-        partitioned = [a for a in EXTRACT_ASSETS if a.key.path[-1] in PARTITIONED]
-        extract = materialize(partitioned, resources=self.resources(), instance=instance, partition_key=day)
-        rest = [k for a in ALL_ASSETS if a not in partitioned for k in a.keys]
+        """The hourly path, one run as the hourly_refresh job runs it: one day's extract partition, dimensions,
+        dbt (incremental, its tests on the changed rows) and publishing."""
+        selection = [k for a in ALL_ASSETS for k in a.keys]
         tags = {TEST_SCOPE_TAG: CHANGED_ROWS}
-        marts = materialize(ALL_ASSETS, selection=rest, resources=self.resources(), instance=instance, tags=tags)
-        return extract.success and marts.success
+        run = materialize(
+            ALL_ASSETS, selection=selection, resources=self.resources(), instance=instance, partition_key=day, tags=tags
+        )
+        return run.success
 
 
 @pytest.fixture
@@ -95,7 +95,9 @@ def test_definitions_load_with_every_asset_job_schedule_and_sensor() -> None:
     keys = repo.asset_graph.get_all_asset_keys()
     assert AssetKey(["raw", "fills"]) in keys and AssetKey(["warehouse", "published"]) in keys
     assert any(k.path[-1] == "nav_daily" for k in keys) and any(k.path[-1] == "risk_var" for k in keys)
-    assert {"extract_daily", "refresh_marts"} <= {j.name for j in repo.get_all_jobs()}
+    assert {"hourly_refresh", "extract_daily", "refresh_marts"} <= {j.name for j in repo.get_all_jobs()}
+    # the hourly path is one run of every asset: the day's extract through to the published marts
+    assert set(repo.get_job("hourly_refresh").asset_layer.selected_asset_keys) == keys
     assert {s.name for s in repo.schedule_defs} == {"hourly_incremental", "full_tests"}
     assert {"new_fills", "marts_after_extract"} <= {s.name for s in repo.sensor_defs}
     checks = {k.name for k in repo.asset_graph.asset_check_keys}

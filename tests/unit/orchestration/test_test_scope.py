@@ -1,5 +1,5 @@
-"""Which dbt test scope each run gets: the refresh after an extract tests the rows it changed, the nightly run
-and anything launched by hand test every row."""
+"""Which dbt test scope each run gets: the hourly path and the refresh after an extract test the rows they
+changed, the nightly run and anything launched by hand test every row."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dagster import (
     build_schedule_context,
 )
 
-from orchestration.automation import full_tests, marts_after_extract, refresh_marts
+from orchestration.automation import full_tests, hourly_incremental, hourly_refresh, marts_after_extract, refresh_marts
 from orchestration.definitions import defs
 from orchestration.transform_assets import CHANGED_ROWS, TEST_SCOPE_TAG, dbt_test_scope
 
@@ -42,3 +42,22 @@ def test_the_nightly_refresh_tests_every_row() -> None:
     request = full_tests(build_schedule_context(scheduled_execution_time=datetime(2026, 12, 2, 2, 30, tzinfo=UTC)))
     assert full_tests.job_name == refresh_marts.name and full_tests.cron_schedule == "30 2 * * *"
     assert request.run_key == "full-tests@2026-12-02" and dbt_test_scope(request.tags) == "all"
+
+
+def test_the_hourly_path_is_one_run_of_the_day_testing_changed_rows() -> None:
+    at = datetime(2026, 12, 2, 5, 5, tzinfo=UTC)
+    requests = hourly_incremental(build_schedule_context(scheduled_execution_time=at))
+    assert hourly_incremental.job_name == hourly_refresh.name
+    assert [(r.partition_key, r.run_key) for r in requests] == [("2026-12-02", "2026-12-02@2026-12-02T05")]
+    assert dbt_test_scope(requests[0].tags) == "changed_rows"
+    # the job runs the day's extract and the marts together
+    job = defs.resolve_job_def(hourly_refresh.name)
+    selected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
+    assert {"raw/fills", "raw/users", "warehouse/published"} <= selected
+
+
+def test_the_first_hour_of_a_day_also_runs_the_day_before() -> None:
+    at = datetime(2026, 12, 2, 0, 5, tzinfo=UTC)
+    requests = hourly_incremental(build_schedule_context(scheduled_execution_time=at))
+    assert [r.partition_key for r in requests] == ["2026-12-01", "2026-12-02"]
+    assert all(dbt_test_scope(r.tags) == "changed_rows" for r in requests)
