@@ -28,7 +28,7 @@ from dagster import (
 )
 
 from orchestration.extract_assets import PARTITIONED, WHOLE, raw_key
-from orchestration.prod_marts import PYTHON_MARTS
+from orchestration.prod_marts import PYTHON_MODELS
 from orchestration.resources import PostgresResource, deployment
 from orchestration.transform_assets import CHANGED_ROWS, TEST_SCOPE_TAG, patriot_dbt_models, published_warehouse
 
@@ -38,7 +38,7 @@ extract_daily = define_asset_job(
     description="Move one UTC day of orders, fills, flows, candles and events into the warehouse",
 )
 # in prod the Python marts are built after dbt by the python_marts asset (dbt-postgres cannot run them)
-_PROD_PYTHON_MARTS = [AssetKey(["marts", name]) for name in PYTHON_MARTS] if deployment() == "prod" else []
+_PROD_PYTHON_MARTS = [AssetKey([s, name]) for name, s in PYTHON_MODELS.items()] if deployment() == "prod" else []
 MARTS_SELECTION = (
     AssetSelection.assets(*[raw_key(t) for t in WHOLE])
     | AssetSelection.assets(patriot_dbt_models)

@@ -1,14 +1,17 @@
-"""The Python marts in production: ``performance``, ``trade_stats`` and ``risk_var`` on the warehouse PostgreSQL.
+"""The Python models in production: ``int_trade_books`` and the marts ``performance``, ``trade_stats`` and
+``risk_var`` on the warehouse PostgreSQL.
 
-dbt-postgres cannot run Python models, so on the ``postgres`` target those three are disabled
-(dbt_project/dbt_project.yml). This asset runs the very same model files (``dbt_project/models/marts/*.py``,
-and through them ``warehouse.metrics`` / ``warehouse.trades``) after dbt has built the SQL marts: each model's
+dbt-postgres cannot run Python models, so on the ``postgres`` target those four are disabled
+(dbt_project/dbt_project.yml). This asset runs the very same model files (``dbt_project/models/*/*.py``, and
+through them ``warehouse.metrics`` / ``warehouse.trades``) after dbt has built the SQL marts: each model's
 ``dbt.ref(...)`` is answered with the PostgreSQL table of that name, copied into an in-memory DuckDB session
-(the session the models are written for) with its column types kept, and the relation the model returns is
-written to the ``marts`` schema. One transaction replaces all three tables, so readers see the old marts or the
-new ones.
+(the session the models are written for) with its column types kept, or with the table a model before it in
+this refresh returned. An incremental model (``int_trade_books``) finds its previous rows at ``dbt.this``, and
+``dbt.is_incremental`` is true when it has some. The relations the models return are written to their schemas;
+one transaction replaces all four tables, so readers see the old marts or the new ones.
 """
 
+import functools
 import importlib.util
 import re
 from collections.abc import Callable
@@ -36,11 +39,18 @@ from warehouse.extract import copy_chunks, parse_copy_csv
 from warehouse.extract_pg import copy_arrow
 
 PYTHON_MARTS = ("performance", "trade_stats", "risk_var")
-MODELS_DIR = DBT_DIR / "models" / "marts"
+# Every Python model and its schema, in the order they are built (trade_stats reads int_trade_books).
+PYTHON_MODELS = {"int_trade_books": "intermediate", "trade_stats": "marts", "performance": "marts", "risk_var": "marts"}
+MODELS_DIR = DBT_DIR / "models"
 # The relations the models read (their ``dbt.ref`` calls), for lineage; a ref outside this list is still served.
 UPSTREAM = {
+    "int_trade_books": ("marts/fct_fills",),
     "performance": ("marts/nav_daily", "marts/nav_hourly", "intermediate/int_scope_activity"),
-    "trade_stats": ("marts/fct_fills", "intermediate/int_scope_accounts", "intermediate/int_account_calendar"),
+    "trade_stats": (
+        "intermediate/int_trade_books",
+        "intermediate/int_scope_accounts",
+        "intermediate/int_account_calendar",
+    ),
     "risk_var": ("marts/nav_daily",),
 }
 _SCHEMAS = ("marts", "intermediate", "staging")  # where dbt puts models (macros/generate_schema_name.sql)
@@ -126,13 +136,31 @@ class _Config:
 
 
 class ModelContext:
-    """The ``dbt`` object a dbt-duckdb Python model receives, answering ``ref`` from the warehouse database."""
+    """The ``dbt`` object a dbt-duckdb Python model receives, answering ``ref`` from the warehouse database.
 
-    def __init__(self, name: str, ref: Callable[[str], duckdb.DuckDBPyRelation]) -> None:
+    ``this`` names the model's rows from the last refresh in the session: ``previous`` copies them there (False
+    when there are none) the first time the model asks ``is_incremental``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        ref: Callable[[str], duckdb.DuckDBPyRelation],
+        schema: str = "marts",
+        previous: Callable[[], bool] | None = None,
+    ) -> None:
         self.config = _Config()
-        self.this = f"marts.{name}"
+        self.this = f"{schema}.{name}"
         self._ref = ref
+        self._previous = previous
+        self._incremental: bool | None = None
         self.refs: list[str] = []
+
+    @property
+    def is_incremental(self) -> bool:
+        if self._incremental is None:
+            self._incremental = self._previous is not None and self._previous()
+        return self._incremental
 
     def ref(self, *names: str, **_: Any) -> duckdb.DuckDBPyRelation:
         self.refs.append(names[-1])  # dbt.ref("model") or dbt.ref("package", "model")
@@ -141,13 +169,11 @@ class ModelContext:
     def source(self, *names: str) -> duckdb.DuckDBPyRelation:
         raise NotImplementedError(f"dbt.source{names}: the Python marts read models only")
 
-    def is_incremental(self) -> bool:
-        return False
-
 
 def load_model(name: str, models_dir: Path = MODELS_DIR) -> ModuleType:
     """One dbt Python model file as a module (its ``model(dbt, session)`` is what dbt-duckdb calls)."""
-    spec = importlib.util.spec_from_file_location(f"patriot_dbt_model_{name}", models_dir / f"{name}.py")
+    layer = "intermediate" if PYTHON_MODELS.get(name) == "intermediate" else "marts"
+    spec = importlib.util.spec_from_file_location(f"patriot_dbt_model_{name}", models_dir / layer / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -164,7 +190,7 @@ def _as_arrow(result: Any) -> pa.Table:
 
 
 def compute_python_marts(conn: psycopg.Connection[Any]) -> tuple[dict[str, pa.Table], dict[str, list[str]]]:
-    """Run the three Python models on the warehouse database's SQL marts; (tables, refs each model read)."""
+    """Run the Python models on the warehouse database's SQL marts; (tables, refs each model read)."""
     session = duckdb.connect()
     session.execute("SET TimeZone = 'UTC'")  # dbt-duckdb's profile session (dbt_project/profiles.yml)
     loaded: dict[str, duckdb.DuckDBPyRelation] = {}
@@ -176,28 +202,42 @@ def compute_python_marts(conn: psycopg.Connection[Any]) -> tuple[dict[str, pa.Ta
 
     tables, refs = {}, {}
     try:
-        for name in PYTHON_MARTS:
-            context = ModelContext(name, ref)
+        for name, schema in PYTHON_MODELS.items():
+            previous = functools.partial(_previous_rows, conn, session, schema, name)
+            context = ModelContext(name, ref, schema, previous)
             tables[name] = _as_arrow(load_model(name).model(context, session))
+            loaded[name] = session.from_arrow(tables[name])  # what the models after it read
             refs[name] = context.refs
     finally:
         session.close()
     return tables, refs
 
 
+def _previous_rows(conn: psycopg.Connection[Any], session: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
+    """Copy the model's current table into the session as ``schema.name`` (its ``dbt.this``); False if none."""
+    try:
+        table = read_relation(conn, name)
+    except LookupError:
+        return False
+    session.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    session.from_arrow(table).create(f"{schema}.{name}")
+    return True
+
+
 def write_marts(conn: psycopg.Connection[Any], tables: dict[str, pa.Table]) -> None:
-    """Replace ``marts.<name>`` by each table in one transaction (built aside, then swapped in by rename)."""
+    """Replace ``<schema>.<name>`` by each table in one transaction (built aside, then swapped in by rename)."""
     with conn.transaction():
-        conn.execute("CREATE SCHEMA IF NOT EXISTS marts")
         for name, table in tables.items():
+            schema = PYTHON_MODELS.get(name, "marts")
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             table = table.cast(pa.schema([_plain(field) for field in table.schema]))
             staging = f"{name}__patriot_new"
             columns = ", ".join(f'"{f.name}" {_pg_type(f.type)}' for f in table.schema)
-            conn.execute(f"DROP TABLE IF EXISTS marts.{staging}")
-            conn.execute(f"CREATE TABLE marts.{staging} ({columns})")
-            copy_arrow(conn, f"marts.{staging}", table)
-            conn.execute(f"DROP TABLE IF EXISTS marts.{name}")
-            conn.execute(f"ALTER TABLE marts.{staging} RENAME TO {name}")
+            conn.execute(f"DROP TABLE IF EXISTS {schema}.{staging}")
+            conn.execute(f"CREATE TABLE {schema}.{staging} ({columns})")
+            copy_arrow(conn, f"{schema}.{staging}", table)
+            conn.execute(f"DROP TABLE IF EXISTS {schema}.{name}")
+            conn.execute(f"ALTER TABLE {schema}.{staging} RENAME TO {name}")
 
 
 def _plain(field: pa.Field) -> pa.Field:
@@ -220,15 +260,16 @@ def refresh_python_marts(database_url: str) -> tuple[dict[str, int], dict[str, l
     name="python_marts",
     specs=[
         AssetSpec(
-            AssetKey(["marts", name]),
+            AssetKey([schema, name]),
             deps=[AssetKey(key.split("/")) for key in UPSTREAM[name]],
             group_name="dbt_marts",
             kinds={"python", "postgres"},
-            description=f"dbt_project/models/marts/{name}.py run on the warehouse PostgreSQL (prod)",
+            description=f"dbt_project/models/{'intermediate' if schema == 'intermediate' else 'marts'}/{name}.py"
+            " run on the warehouse PostgreSQL (prod)",
             # the dbt build that refreshed the SQL marts triggers it (the marts' jobs select the dbt assets)
             automation_condition=AutomationCondition.eager(),
         )
-        for name in PYTHON_MARTS
+        for name, schema in PYTHON_MODELS.items()
     ],
 )
 def python_marts(context: AssetExecutionContext, warehouse: WarehouseResource) -> Any:
@@ -236,8 +277,8 @@ def python_marts(context: AssetExecutionContext, warehouse: WarehouseResource) -
     if not warehouse.is_postgres():
         raise Failure(description="python_marts is the prod path: locally dbt-duckdb builds these marts itself")
     rows, refs = refresh_python_marts(warehouse.url())
-    for name in PYTHON_MARTS:
+    for name, schema in PYTHON_MODELS.items():
         undeclared = set(refs[name]) - {key.split("/")[-1] for key in UPSTREAM[name]}
         if undeclared:
-            context.log.warning(f"marts.{name} read {sorted(undeclared)}, not in UPSTREAM (its lineage): add them")
-        yield MaterializeResult(asset_key=AssetKey(["marts", name]), metadata={"rows": rows[name], "refs": refs[name]})
+            context.log.warning(f"{schema}.{name} read {sorted(undeclared)}, not in UPSTREAM (its lineage): add them")
+        yield MaterializeResult(asset_key=AssetKey([schema, name]), metadata={"rows": rows[name], "refs": refs[name]})

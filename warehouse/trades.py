@@ -11,6 +11,11 @@ reaches the other through flat, where everything opened has been closed, so FIFO
 closes with the k-th unit it opened: the matches are the overlaps of the cumulative opened-quantity intervals
 with the cumulative closed-quantity intervals, found with ``np.searchsorted``. Quantities are integers of
 ``10**-decimals`` units (:class:`FixedPoint`), so matching is exact and leaves no dust lot.
+
+Continuing from open lots: :func:`continue_fifo` matches new fills against the lots an earlier pass left open
+(:class:`OpenLots`, what ``fifo_round_trips`` over the earlier fills would still hold). Each lot keeps its opening
+fill's price, whole fee, size and opened quantity, so every round trip, PnL included, comes out bit for bit as
+one pass over all the fills would give it.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-__all__ = ["FixedPoint", "RoundTrips", "fifo_round_trips"]
+__all__ = ["FixedPoint", "OpenLots", "RoundTrips", "continue_fifo", "fifo_round_trips"]
 
 _IntArray: TypeAlias = npt.NDArray[np.int64]
 _FloatArray: TypeAlias = npt.NDArray[np.float64]
@@ -79,6 +84,27 @@ class FixedPoint:
     def take(self, indices: _IntArray) -> FixedPoint:
         return FixedPoint(self.units[indices], self.decimals)
 
+    def with_decimals(self, decimals: int) -> FixedPoint:
+        """The same values with ``decimals`` (at least as many as now) decimals."""
+        if decimals < self.decimals:
+            raise ValueError(f"cannot drop decimals: {self.decimals} -> {decimals}")
+        if decimals == self.decimals:
+            return self
+        factor = 10 ** (decimals - self.decimals)
+        if self.units.dtype != object and float(np.abs(self.units).max(initial=0)) * factor < _INT64_UNITS_LIMIT:
+            return FixedPoint(self.units * factor, decimals)
+        return FixedPoint(_pack([int(units) * factor for units in self.units]), decimals)
+
+    @staticmethod
+    def concat(parts: Iterable[FixedPoint]) -> FixedPoint:
+        """One FixedPoint of every part's values in order, with the most decimals any part has."""
+        items = list(parts)
+        decimals = max((part.decimals for part in items), default=0)
+        scaled = [part.with_decimals(decimals).units for part in items]
+        if any(units.dtype == object for units in scaled):
+            return FixedPoint(_pack([int(u) for units in scaled for u in units]), decimals)
+        return FixedPoint(np.concatenate(scaled) if scaled else np.zeros(0, dtype=np.int64), decimals)
+
     def to_float(self) -> _FloatArray:
         """The nearest float of every value."""
         if self.units.dtype == object:
@@ -88,6 +114,13 @@ class FixedPoint:
 
     def decimal(self, index: int) -> Decimal:
         return Decimal(f"{int(self.units[index])}E-{self.decimals}")
+
+    def text(self, index: int) -> str:
+        """The value as plain decimal text without trailing zeros: one text per value, whatever the decimals."""
+        units = int(self.units[index])
+        digits = str(abs(units)).rjust(self.decimals + 1, "0")
+        whole, fraction = digits[: len(digits) - self.decimals], digits[len(digits) - self.decimals :].rstrip("0")
+        return ("-" if units < 0 else "") + whole + ("." + fraction if fraction else "")
 
 
 @dataclass(frozen=True)
@@ -99,17 +132,29 @@ class RoundTrips:
     quantity: npt.NDArray[Any]  # units of the fills' quantity FixedPoint
     direction: npt.NDArray[np.int8]  # +1 a long lot closed by a sell, -1 a short lot closed by a buy
     pnl: _FloatArray
+    opened: npt.NDArray[Any]  # per fill: the units it opened (moving the position away from zero)
 
     def __len__(self) -> int:
         return len(self.closing)
 
 
-def fifo_round_trips(book: npt.ArrayLike, quantity: FixedPoint, price: FixedPoint, fee: FixedPoint) -> RoundTrips:
+def fifo_round_trips(
+    book: npt.ArrayLike,
+    quantity: FixedPoint,
+    price: FixedPoint,
+    fee: FixedPoint,
+    fee_quantity: FixedPoint | None = None,
+    fee_opened: npt.NDArray[Any] | None = None,
+) -> RoundTrips:
     """FIFO round trips of fills grouped by ``book`` (any id of account and symbol) and in time order within it.
 
     ``quantity`` is signed (buy > 0), ``fee`` in quote currency. The PnL is a float; where float rounding could
     flip its sign (a PnL within 1e-12 of its terms' size) it is recomputed with Decimal, as Decimal arithmetic
     would compute it, so wins and losses are counted exactly.
+
+    A fill's fee is shared pro rata to its size. ``fee_quantity`` (the size the fee was charged on, in
+    ``quantity``'s decimals) and ``fee_opened`` (units it opened then; 0 = what it opens here) override that for
+    the lots :func:`continue_fifo` carries over, which stand for a part of an earlier fill.
     """
     books = np.asarray(book)
     if not len(quantity) == len(price) == len(fee) == len(books):
@@ -129,12 +174,107 @@ def fifo_round_trips(book: npt.ArrayLike, quantity: FixedPoint, price: FixedPoin
     opening, closing, matched = _overlaps(opened, closed, book_start)
     directions = np.where(position_after[opening] > 0, 1, -1).astype(np.int8)
 
-    pnl, uncertain = _float_pnl(opening, closing, matched, directions, quantity, price, fee)
+    sizes = fee_quantity if fee_quantity is not None else FixedPoint(np.abs(quantity.units), quantity.decimals)
+    if sizes.decimals != quantity.decimals or len(sizes) != len(quantity):
+        raise ValueError("fee_quantity must have quantity's length and decimals")
+    opened_basis = opened if fee_opened is None else np.where(fee_opened > 0, fee_opened, opened)
+    pnl, uncertain = _float_pnl(opening, closing, matched, directions, quantity, price, fee, sizes)
     for trip in uncertain:
         entry, exit_ = int(opening[trip]), int(closing[trip])
-        trip_units = (int(matched[trip]), int(opened[entry]))
-        pnl[trip] = float(_decimal_pnl(quantity, price, fee, entry, exit_, *trip_units, int(directions[trip])))
-    return RoundTrips(opening.astype(np.int64), closing.astype(np.int64), matched, directions, pnl)
+        trip_units = (int(matched[trip]), int(opened_basis[entry]))
+        pnl[trip] = float(_decimal_pnl(sizes, price, fee, entry, exit_, *trip_units, int(directions[trip])))
+    return RoundTrips(opening.astype(np.int64), closing.astype(np.int64), matched, directions, pnl, opened)
+
+
+@dataclass(frozen=True)
+class OpenLots:
+    """Lots left open, grouped by book and in the order they opened; each is (a part of) one opening fill.
+
+    ``quantity`` is the signed quantity still open; ``price`` and ``fee`` are the opening fill's (its whole fee),
+    ``fee_quantity`` its absolute size and ``fee_opened`` the quantity it opened (less than its size when it
+    crossed flat): the fee share of a later match is ``fee x matched / fee_quantity``, as in one pass.
+    """
+
+    book: _IntArray
+    quantity: FixedPoint
+    price: FixedPoint
+    fee: FixedPoint
+    fee_quantity: FixedPoint
+    fee_opened: FixedPoint
+
+    def __len__(self) -> int:
+        return len(self.book)
+
+    @classmethod
+    def none(cls) -> OpenLots:
+        empty = FixedPoint(np.zeros(0, dtype=np.int64), 0)
+        return cls(np.zeros(0, dtype=np.int64), empty, empty, empty, empty, empty)
+
+
+@dataclass(frozen=True)
+class Continued:
+    """What :func:`continue_fifo` found: the round trips (fill positions index the combined sequence: each book's
+    open lots, then its new fills), the book of every position, which positions are new fills (and which new
+    fill: its index in the input, -1 for a lot), the lots left open after the new fills, and the decimals of the
+    round trips' quantities."""
+
+    trips: RoundTrips
+    book: _IntArray
+    fill: _IntArray
+    lots: OpenLots
+    decimals: int
+
+
+def continue_fifo(
+    lots: OpenLots, book: npt.ArrayLike, quantity: FixedPoint, price: FixedPoint, fee: FixedPoint
+) -> Continued:
+    """FIFO round trips of new fills (grouped by ``book``, in time order within it) after the open ``lots``.
+
+    With no lots this is :func:`fifo_round_trips` over the fills. The round trips, PnLs included, are those one
+    pass over the earlier fills and these would give for these fills, and the lots left open are those it would
+    hold after them.
+    """
+    books = np.asarray(book, dtype=np.int64)
+    n_lots = len(lots)
+    combined_book = np.concatenate([lots.book, books])
+    # each book's lots first (in their order), then its fills (in theirs): a stable sort on the book
+    order = np.argsort(combined_book, kind="stable")
+    quantities, prices, fees, sizes, opened_by = _same_decimals(
+        (FixedPoint.concat([lots.quantity, quantity]), 0),
+        (FixedPoint.concat([lots.price, price]), None),
+        (FixedPoint.concat([lots.fee, fee]), None),
+        (FixedPoint.concat([lots.fee_quantity, FixedPoint(np.abs(quantity.units), quantity.decimals)]), 0),
+        (FixedPoint.concat([lots.fee_opened, FixedPoint(np.zeros(len(quantity), dtype=np.int64), 0)]), 0),
+    )
+    quantities, prices, fees = quantities.take(order), prices.take(order), fees.take(order)
+    sizes, opened_by = sizes.take(order), opened_by.take(order)
+    ordered_book = combined_book[order]
+    trips = fifo_round_trips(ordered_book, quantities, prices, fees, sizes, opened_by.units)
+
+    still_open = np.array(trips.opened, copy=True)
+    np.subtract.at(still_open, trips.opening, trips.quantity)
+    keep = np.flatnonzero(np.asarray(still_open != 0, dtype=bool))
+    direction = np.sign(_as_float(quantities.units[keep])).astype(np.int64)
+    opened_here = np.asarray(opened_by.units[keep])
+    left = OpenLots(
+        ordered_book[keep],
+        FixedPoint(still_open[keep] * direction, quantities.decimals),
+        prices.take(keep),
+        fees.take(keep),
+        sizes.take(keep),
+        FixedPoint(np.where(opened_here > 0, opened_here, trips.opened[keep]), quantities.decimals),
+    )
+    fill = np.where(order >= n_lots, order - n_lots, -1)
+    return Continued(trips, ordered_book, fill, left, quantities.decimals)
+
+
+def _same_decimals(*columns: tuple[FixedPoint, int | None]) -> list[FixedPoint]:
+    """The columns, those tagged with the same group (not None) rescaled to that group's most decimals."""
+    groups: dict[int, int] = {}
+    for column, group in columns:
+        if group is not None:
+            groups[group] = max(groups.get(group, 0), column.decimals)
+    return [column if group is None else column.with_decimals(groups[group]) for column, group in columns]
 
 
 def _float_pnl(
@@ -145,9 +285,10 @@ def _float_pnl(
     quantity: FixedPoint,
     price: FixedPoint,
     fee: FixedPoint,
+    sizes: FixedPoint,
 ) -> tuple[_FloatArray, _IntArray]:
     """Every round trip's PnL in floats, and the round trips whose sign those floats cannot be trusted with."""
-    size = _as_float(np.abs(quantity.units))
+    size = _as_float(sizes.units)
     matched_units = _as_float(matched)
     matched_quantity = matched_units / 10.0**quantity.decimals
     prices, fees = price.to_float(), fee.to_float()
@@ -162,7 +303,7 @@ def _float_pnl(
 
 
 def _decimal_pnl(
-    quantity: FixedPoint,
+    sizes: FixedPoint,
     price: FixedPoint,
     fee: FixedPoint,
     opening: int,
@@ -171,11 +312,12 @@ def _decimal_pnl(
     opened_units: int,
     direction: int,
 ) -> Decimal:
-    """One round trip's PnL with the Decimal operations, in the order, of a lot-by-lot FIFO over Decimals."""
-    matched = Decimal(f"{matched_units}E-{quantity.decimals}")
-    opened = Decimal(f"{opened_units}E-{quantity.decimals}")
-    lot_fee = fee.decimal(opening) * opened / abs(quantity.decimal(opening))
-    fees = lot_fee * matched / opened + fee.decimal(closing) * matched / abs(quantity.decimal(closing))
+    """One round trip's PnL with the Decimal operations, in the order, of a lot-by-lot FIFO over Decimals
+    (``sizes``: the absolute quantity each fill's fee is charged on)."""
+    matched = Decimal(f"{matched_units}E-{sizes.decimals}")
+    opened = Decimal(f"{opened_units}E-{sizes.decimals}")
+    lot_fee = fee.decimal(opening) * opened / sizes.decimal(opening)
+    fees = lot_fee * matched / opened + fee.decimal(closing) * matched / sizes.decimal(closing)
     return (price.decimal(closing) - price.decimal(opening)) * matched * direction - fees
 
 

@@ -4,7 +4,8 @@ Each fill either opens lots (same direction as the open lots, or flat) or closes
 every (opening lot, closing fill) match is one closed round trip, of quantity q, with
 PnL = (exit - entry) x q x direction - the two fills' fees pro rata to q (quote currency, net of fees). A fill
 that crosses flat closes what is open and opens the rest. Open lots are not round trips. The matching is
-warehouse.trades.fifo_round_trips, exact on fixed-point quantities.
+warehouse.trades.fifo_round_trips, exact on fixed-point quantities; int_trade_books keeps each book's totals and
+open lots, so an hourly build matches only the new fills.
 
 Per scope (weighted like NAV: a strategy owns its allocation share of each round trip's PnL; a round trip
 counts once): trades, win_rate = wins / (wins + losses), profit_factor = gross win / |gross loss|,
@@ -17,20 +18,6 @@ import importlib
 import os
 import sys
 
-# Books (account, symbol) numbered in (account_id, symbol) order. The fills come unsorted: numpy sorts them by
-# (book, time) on integers far faster than DuckDB sorts the strings, then puts ties in time in fill_id order.
-BOOKS = """
-    select account_id, symbol, row_number() over (order by account_id, symbol) - 1 as book
-    from (select distinct account_id, symbol from fills)
-"""
-FILLS = f"""
-    with books as ({BOOKS})
-    select b.book, coalesce(epoch_us(f.filled_at), 9223372036854775807) as filled_at_us, f.fill_id,
-        f.signed_quantity, f.price, f.fee_quote
-    from fills as f
-    join books as b on f.account_id is not distinct from b.account_id and f.symbol is not distinct from b.symbol
-"""
-
 
 def _warehouse(module):
     """warehouse.<module>, importable from the repository root (PATRIOT_ROOT, else the project's parent)."""
@@ -41,53 +28,25 @@ def _warehouse(module):
         return importlib.import_module(f"warehouse.{module}")
 
 
-def _fill_order(book, filled_at_us, fill_ids):
-    """Positions that sort the fills by book, time (a missing time last) and fill_id."""
+def _account_totals(books_relation):
+    """Account ids; per account the counts (round trips, wins, losses) and PnL sums (wins, losses, all), added up
+    from its books (int_trade_books) in (account_id, symbol) order."""
     import numpy as np
 
-    if len(book) == 0:
-        return np.arange(0)
-    first, span = int(filled_at_us.min()), int(filled_at_us.max()) - int(filled_at_us.min()) + 1
-    if (int(book.max()) + 1) * span < 2**63:
-        order = np.argsort(book * span + (filled_at_us - first))
-    else:
-        order = np.lexsort((filled_at_us, book))
-    book, filled_at_us = book[order], filled_at_us[order]
-    tied = (book[1:] == book[:-1]) & (filled_at_us[1:] == filled_at_us[:-1])
-    edges = np.diff(np.concatenate(([0], tied.astype(np.int8), [0])))
-    for start, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) + 1, strict=True):
-        run = order[start:stop]
-        ids = [fill_ids[int(position)].as_py() for position in run]
-        order[start:stop] = run[sorted(range(len(run)), key=ids.__getitem__)]
-    return order
-
-
-def _account_totals(fills_relation):
-    """Account ids; per account the counts (round trips, wins, losses) and PnL sums (wins, losses, all)."""
-    import numpy as np
-
-    trades, arrow_columns = _warehouse("trades"), _warehouse("arrow_columns")
-    books = fills_relation.query("fills", BOOKS + " order by book").fetchall()
-    fills = fills_relation.query("fills", FILLS).to_arrow_table()
-    book, filled_at_us = (arrow_columns.numpy_values(fills.column(name), np.int64) for name in ("book", "filled_at_us"))
-    order = _fill_order(book, filled_at_us, fills.column("fill_id").combine_chunks())
-    quantity, price, fee = (
-        trades.FixedPoint.from_arrow(fills.column(name)).take(order)
-        for name in ("signed_quantity", "price", "fee_quote")
+    books = books_relation.query(
+        "books",
+        "select account_id, trips, wins, losses, gross_win, gross_loss, pnl from books order by account_id, symbol",
     )
-    trips = trades.fifo_round_trips(book[order], quantity, price, fee)
-
+    rows = books.fetchall()
     account_index = {}
-    account_of_book = np.array(
-        [account_index.setdefault(account_id, len(account_index)) for account_id, _, _ in books], dtype=np.int64
-    )
-    account, pnl = account_of_book[book[order][trips.closing]], trips.pnl
-    win, loss, accounts = pnl > 0, pnl < 0, len(account_index)
-    counts = np.stack([np.bincount(account[mask], minlength=accounts) for mask in (slice(None), win, loss)], axis=1)
-    sums = np.stack(
-        [np.bincount(account, weights=values, minlength=accounts) for values in (pnl * win, pnl * loss, pnl)], axis=1
-    )
-    return list(account_index), counts.astype(np.int64), sums
+    account = np.array([account_index.setdefault(row[0], len(account_index)) for row in rows], dtype=np.int64)
+    accounts = len(account_index)
+    counts = np.array([row[1:4] for row in rows], dtype=np.int64).reshape(len(rows), 3)
+    sums = np.array([row[4:7] for row in rows], dtype=np.float64).reshape(len(rows), 3)
+    account_counts = np.zeros((accounts, 3), dtype=np.int64)
+    np.add.at(account_counts, account, counts)
+    account_sums = np.stack([np.bincount(account, weights=sums[:, k], minlength=accounts) for k in range(3)], axis=1)
+    return list(account_index), account_counts, account_sums
 
 
 def _scope_statistics(account_counts, account_sums, member_scope, member_account, weight, scopes):
@@ -128,7 +87,7 @@ def model(dbt, session):
     import numpy as np
     import pyarrow as pa
 
-    account_ids, account_counts, account_sums = _account_totals(dbt.ref("fct_fills"))
+    account_ids, account_counts, account_sums = _account_totals(dbt.ref("int_trade_books"))
     account_index = {account_id: index for index, account_id in enumerate(account_ids)}
     # The scopes with a NAV: those of the accounts with hours in the calendar (nav_hourly is built from these
     # two tables); asked of them rather than of nav_daily, this model need not wait for the NAV marts.
@@ -145,8 +104,9 @@ def model(dbt, session):
     scope_index = {key: index for index, key in enumerate(scope_keys)}
     members = [
         (scope_index[(scope, scope_id)], account_index[account_id], weight)
-        for scope, scope_id, account_id, weight in members_relation.project("scope, scope_id, account_id, weight")
-        .fetchall()
+        for scope, scope_id, account_id, weight in members_relation.project(
+            "scope, scope_id, account_id, weight"
+        ).fetchall()
         if (scope, scope_id) in scope_index and account_id in account_index
     ]
     member_scope = np.array([scope for scope, _, _ in members], dtype=np.int64)

@@ -174,6 +174,7 @@ INCREMENTAL_MARTS = (
     "intermediate.int_cash_hourly",
     "intermediate.int_positions_hourly",
     "intermediate.int_scope_activity",
+    "intermediate.int_trade_books",
     "marts.trade_stats",
 )
 
@@ -205,16 +206,18 @@ def test_incremental_run_with_new_and_late_fills_equals_a_full_rebuild(pipeline:
         with store.connect_working(read_only=True) as con:
             before = con.execute("SELECT sum(nav) FROM marts.nav_hourly").fetchone()
         with psycopg.connect(pipeline.database_url) as conn:
-            # recorded on the last day: 50 fills of that day, and 5 late fills that happened three days earlier
-            # (a reconciliation that found them), which must restate every hour since
+            # recorded on the last day: 5 late fills that happened three days earlier (a reconciliation that
+            # found them), which must restate every hour since and restart their books' FIFO matching, and 50
+            # fills after every fill so far, which the other books continue from their stored state
             conn.execute(
                 "INSERT INTO fills (id, order_id, account_id, user_id, exchange, symbol, side, trade_id, quantity,"
                 " price, fee, fee_asset, liquidity, filled_at, exchange_ts_ms, created_at)"
                 " SELECT gen_random_uuid(), order_id, account_id, user_id, exchange, symbol, side,"
                 " trade_id || '-again-' || n, quantity, price, fee, fee_asset, liquidity,"
-                " filled_at - CASE WHEN n <= 5 THEN interval '3 days' ELSE interval '0' END, exchange_ts_ms,"
+                " CASE WHEN n <= 5 THEN filled_at - interval '3 days' ELSE latest + n * interval '1 second' END,"
+                " exchange_ts_ms,"
                 " created_at FROM (SELECT *, row_number() OVER (ORDER BY created_at DESC) AS n FROM fills"
-                " WHERE created_at::date = %s) AS f WHERE n <= 55",
+                " WHERE created_at::date = %s) AS f, (SELECT max(filled_at) AS latest FROM fills) AS t WHERE n <= 55",
                 (last_day,),
             )
             conn.commit()
@@ -226,6 +229,9 @@ def test_incremental_run_with_new_and_late_fills_equals_a_full_rebuild(pipeline:
     newest = max((DBT_DIR / "target").glob("patriot_dbt_models-*"), key=lambda p: p.stat().st_mtime)
     log = (newest / "dbt.log").read_text()
     assert "Partial parsing enabled" in log and "Unable to do partial parsing" not in log
+    # the FIFO state continued from its stored rows (tests/unit/warehouse/test_trade_books.py: how it continues)
+    (compiled,) = newest.glob("compiled/**/int_trade_books.py")
+    assert "self.is_incremental = True" in compiled.read_text()
     with store.connect_working(read_only=True) as con:
         assert con.execute("SELECT sum(nav) FROM marts.nav_hourly").fetchone() != before
         late = con.execute(

@@ -50,7 +50,7 @@ MART_KEYS: dict[str, tuple[str, ...]] = {
     "exposures": ("scope", "scope_id", "exchange", "symbol"),
     "risk_summary": ("scope", "scope_id"),
 }
-PYTHON_MARTS = {"performance", "trade_stats", "risk_var"}
+PYTHON_MARTS = {"performance", "trade_stats", "risk_var", "int_trade_books"}
 MONEY_TOLERANCE = Decimal("1e-12")  # NUMERIC(38,18) on both engines: only a different computation differs
 FLOAT_REL_TOLERANCE = 1e-12
 DBT_TIMEOUT_S = 280

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from warehouse.trades import FixedPoint, RoundTrips, fifo_round_trips
+from warehouse.trades import Continued, FixedPoint, OpenLots, RoundTrips, continue_fifo, fifo_round_trips
 
 ZERO = Decimal(0)
 
@@ -260,3 +260,81 @@ def test_to_float_is_the_nearest_float_of_each_decimal() -> None:
     values = ["0.1", "122.41", "13879.89", "-0.00001023", "4.31283481"]
 
     assert FixedPoint.from_decimals(values).to_float().tolist() == [float(value) for value in values]
+
+
+def _pass(lots: OpenLots, fills: list[Fill]) -> Continued:
+    return continue_fifo(
+        lots,
+        np.array([fill.book for fill in fills], dtype=np.int64),
+        FixedPoint.from_decimals(fill.quantity for fill in fills),
+        FixedPoint.from_decimals(fill.price for fill in fills),
+        FixedPoint.from_decimals(fill.fee for fill in fills),
+    )
+
+
+def _decimal_units(units: object, decimals: int) -> Decimal:
+    return Decimal(f"{int(units)}E-{decimals}")  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_continuing_from_open_lots_gives_the_round_trips_of_one_pass_bit_for_bit(seed: int) -> None:
+    """Fills cut into three runs at random points: the round trips of each run, continued from the lots the run
+    before left open, are one pass's (PnL floats identical), and so are the lots open at the end."""
+    rng = random.Random(seed)
+    fills = random_fills(rng, books=4, fills_per_book=60)
+    whole = vectorised(fills)
+    cuts = sorted(rng.sample(range(len(fills) + 1), 2))
+    runs = [fills[: cuts[0]], fills[cuts[0] : cuts[1]], fills[cuts[1] :]]
+    # a run holds fills of every book in time order; order the runs' fills by book (the input must be grouped)
+    lots, offset, trips = OpenLots.none(), 0, []
+    for run in runs:
+        positions = sorted(range(len(run)), key=lambda i: run[i].book)
+        grouped = [run[i] for i in positions]
+        result = _pass(lots, grouped)
+        for n in range(len(result.trips)):
+            closing = offset + positions[int(result.fill[result.trips.closing[n]])]
+            matched = _decimal_units(result.trips.quantity[n], result.decimals)
+            trips.append((closing, matched, int(result.trips.direction[n]), float(result.trips.pnl[n])))
+        lots, offset = result.lots, offset + len(run)
+
+    decimals = FixedPoint.from_decimals(fill.quantity for fill in fills).decimals
+    expected = [
+        (int(whole.closing[n]), _decimal_units(whole.quantity[n], decimals), int(whole.direction[n]), whole.pnl[n])
+        for n in range(len(whole))
+    ]
+    assert sorted(trips, key=lambda t: t[0]) == sorted(expected, key=lambda t: t[0])  # stable: FIFO within a fill
+    final = _pass(OpenLots.none(), sorted(fills, key=lambda f: f.book)).lots
+    assert [lots.quantity.decimal(i) for i in range(len(lots))] == [
+        final.quantity.decimal(i) for i in range(len(final))
+    ]
+    assert list(lots.book) == list(final.book)
+
+
+def test_a_lot_carried_over_keeps_its_opening_fills_fee_share() -> None:
+    # bought 3 for a fee of 0.3; a third sold; the 2 left are carried into the next run and sold there
+    first = _pass(
+        OpenLots.none(), [Fill(0, Decimal(3), Decimal(100), Decimal("0.3")), Fill(0, Decimal(-1), Decimal(110), ZERO)]
+    )
+    assert [first.lots.quantity.decimal(0), first.lots.fee.decimal(0), first.lots.fee_quantity.decimal(0)] == [
+        Decimal(2),
+        Decimal("0.3"),
+        Decimal(3),
+    ]
+    second = _pass(first.lots, [Fill(0, Decimal(-2), Decimal(120), ZERO)])
+    assert second.trips.pnl == pytest.approx([20 * 2 - 0.2])  # two thirds of the entry fee
+    assert len(second.lots) == 0
+
+
+@pytest.mark.parametrize(
+    ("values", "texts"),
+    [
+        (["2", "2.50", "-0.0001", "0", "120"], ["2", "2.5", "-0.0001", "0", "120"]),
+        (["1.000000000000000001", "-3"], ["1.000000000000000001", "-3"]),
+    ],
+)
+def test_fixed_point_text_is_the_same_whatever_the_decimals(values: list[str], texts: list[str]) -> None:
+    numbers = FixedPoint.from_decimals(values)
+    assert [numbers.text(i) for i in range(len(values))] == texts
+    wider = numbers.with_decimals(numbers.decimals + 3)
+    assert [wider.text(i) for i in range(len(values))] == texts
+    assert all(Decimal(text) == Decimal(value) for text, value in zip(texts, values, strict=True))
