@@ -6,12 +6,14 @@ A generated fund goes into a scratch PostgreSQL database (not timed): a year of 
 Bitstamp daily bars (BTC and ETH, the last 365 days of the file), a shorter one by the 2025 one-minute candles. Then:
 ``full_rebuild_s`` = every extract partition in one run (PostgreSQL -> DuckDB through Arrow, with the Great
 Expectations checks) + the dimensions and snapshots + ``dbt build`` of every model and test + publishing;
-``incremental_s`` = one hour of new fills appended, then the hourly path as a deployment runs it: one run of the
-``hourly_refresh`` job (that day's extract partition, the dimensions, the marts with their dbt tests on the rows
-the build changed, publishing) in a fresh process, as Dagster's run worker starts one per run: the process
-loads the code location first (not timed, as Dagster's own run duration starts after it) and everything the run
-itself does is timed, imports it makes on the way included (Great Expectations, the rest of dbt);
-``incremental_warm_s`` = the same hourly run again in this process, which has already run everything once;
+``incremental_s`` = the next hour of trading appended (1,000 fills in the hour after the latest one), then the
+hourly path as a deployment runs it: one run of the ``hourly_refresh`` job (that day's extract partition, the
+dimensions, the marts with their dbt tests on the rows the build changed, publishing) in a fresh process, as
+Dagster's run worker starts one per run: the process loads the code location first (not timed, as Dagster's
+own run duration starts after it) and everything the run itself does is timed, imports it makes on the way
+included (Great Expectations, the rest of dbt); ``incremental_late_s`` = the same with 1,000 late fills instead
+(recorded now, happened earlier in the last day: books are matched again from their first fill, the day's
+hours restated); ``incremental_warm_s`` = another hour in this process, which has already run everything once;
 ``extract_rows_per_s`` = rows moved by the full extract / its time. The last line is one JSON object.
 """
 
@@ -83,13 +85,16 @@ def run(users: int, days: int, fills: int) -> dict[str, object]:
             moved = _rows(extract)
 
             last_day = fund.end.date().isoformat()
+            root = str(Path(tmp) / "warehouse")
             print("incremental: the hourly run in a fresh process ...", file=sys.stderr, flush=True)
-            _append_an_hour_of_fills(database_url, last_day, "next")
-            incremental_s = _run_in_fresh_process(database_url, str(Path(tmp) / "warehouse"), last_day)
+            incremental_s = _run_in_fresh_process(database_url, root, _append_an_hour_of_fills(database_url, "next"))
+            print("incremental with late fills, in a fresh process ...", file=sys.stderr, flush=True)
+            _append_late_fills(database_url, last_day, "late")
+            incremental_late_s = _run_in_fresh_process(database_url, root, last_day)
             print("incremental again in this process ...", file=sys.stderr, flush=True)
-            _append_an_hour_of_fills(database_url, last_day, "again")
+            day = _append_an_hour_of_fills(database_url, "again")
             t1 = time.perf_counter()
-            _hourly_run(resources, instance, last_day)
+            _hourly_run(resources, instance, day)
             incremental_warm_s = time.perf_counter() - t1
     return {
         "users": users,
@@ -102,12 +107,35 @@ def run(users: int, days: int, fills: int) -> dict[str, object]:
         "extract_rows": moved,
         "extract_rows_per_s": round(moved / extract_s),
         "incremental_s": round(incremental_s, 1),
+        "incremental_late_s": round(incremental_late_s, 1),
         "incremental_warm_s": round(incremental_warm_s, 1),
     }
 
 
-def _append_an_hour_of_fills(database_url: str, day: str, suffix: str) -> None:
-    """One more hour of trading on ``day``: 1,000 fills, recorded a minute after the day's first ones."""
+def _append_an_hour_of_fills(database_url: str, suffix: str) -> str:
+    """The next hour of trading: 1,000 fills (copies of the latest ones: same accounts, symbols, sides, sizes and
+    prices) spread over the hour after the latest fill and recorded as they happen. Returns their UTC day, the
+    partition the hourly run extracts."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO fills (id, order_id, account_id, user_id, exchange, symbol, side, trade_id, quantity,"
+            " price, fee, fee_asset, liquidity, filled_at, exchange_ts_ms, created_at)"
+            " SELECT gen_random_uuid(), order_id, account_id, user_id, exchange, symbol, side, trade_id || %s,"
+            " quantity, price, fee, fee_asset, liquidity, at, (extract(epoch FROM at) * 1000)::bigint, at"
+            " FROM (SELECT f.*, t.latest + n * interval '3.6 seconds' AS at FROM"
+            " (SELECT *, row_number() OVER (ORDER BY filled_at DESC, id) AS n FROM fills) AS f,"
+            " (SELECT max(filled_at) AS latest FROM fills) AS t WHERE n <= 1000) AS hour",
+            (f"-{suffix}",),
+        )
+        (day,) = conn.execute("SELECT max(created_at AT TIME ZONE 'UTC')::date FROM fills").fetchone()  # type: ignore[misc]
+        conn.commit()
+    return str(day)
+
+
+def _append_late_fills(database_url: str, day: str, suffix: str) -> None:
+    """1,000 fills recorded now that happened earlier on ``day`` (a reconciliation found them): copies of the
+    day's fills, a minute later. Every book they touch is matched again from its first fill, and the hourly
+    models restate from the day's first hour."""
     with psycopg.connect(database_url) as conn:
         conn.execute(
             "INSERT INTO fills (id, order_id, account_id, user_id, exchange, symbol, side, trade_id, quantity,"
