@@ -37,12 +37,12 @@ extract_daily = define_asset_job(
     selection=AssetSelection.assets(*[raw_key(t) for t in PARTITIONED]),
     description="Move one UTC day of orders, fills, flows, candles and events into the warehouse",
 )
-# in prod the Python marts are built after dbt by the python_marts asset (dbt-postgres cannot run them)
-_PROD_PYTHON_MARTS = [AssetKey([s, name]) for name, s in PYTHON_MODELS.items()] if deployment() == "prod" else []
+# in prod the Python models are built after dbt by the python_marts asset (dbt-postgres cannot run them)
+_PROD_PYTHON_MODELS = [AssetKey([s, name]) for name, s in PYTHON_MODELS.items()] if deployment() == "prod" else []
 MARTS_SELECTION = (
     AssetSelection.assets(*[raw_key(t) for t in WHOLE])
     | AssetSelection.assets(patriot_dbt_models)
-    | AssetSelection.assets(*_PROD_PYTHON_MARTS)
+    | AssetSelection.assets(*_PROD_PYTHON_MODELS)
     | AssetSelection.assets(published_warehouse)
 )
 refresh_marts = define_asset_job(

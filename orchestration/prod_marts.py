@@ -172,8 +172,8 @@ class ModelContext:
 
 def load_model(name: str, models_dir: Path = MODELS_DIR) -> ModuleType:
     """One dbt Python model file as a module (its ``model(dbt, session)`` is what dbt-duckdb calls)."""
-    layer = "intermediate" if PYTHON_MODELS.get(name) == "intermediate" else "marts"
-    spec = importlib.util.spec_from_file_location(f"patriot_dbt_model_{name}", models_dir / layer / f"{name}.py")
+    folder = PYTHON_MODELS.get(name, "marts")  # a model's folder under models/ is its schema's name
+    spec = importlib.util.spec_from_file_location(f"patriot_dbt_model_{name}", models_dir / folder / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -264,8 +264,7 @@ def refresh_python_marts(database_url: str) -> tuple[dict[str, int], dict[str, l
             deps=[AssetKey(key.split("/")) for key in UPSTREAM[name]],
             group_name="dbt_marts",
             kinds={"python", "postgres"},
-            description=f"dbt_project/models/{'intermediate' if schema == 'intermediate' else 'marts'}/{name}.py"
-            " run on the warehouse PostgreSQL (prod)",
+            description=f"dbt_project/models/{schema}/{name}.py run on the warehouse PostgreSQL (prod)",
             # the dbt build that refreshed the SQL marts triggers it (the marts' jobs select the dbt assets)
             automation_condition=AutomationCondition.eager(),
         )

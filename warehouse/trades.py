@@ -98,12 +98,13 @@ class FixedPoint:
     @staticmethod
     def concat(parts: Iterable[FixedPoint]) -> FixedPoint:
         """One FixedPoint of every part's values in order, with the most decimals any part has."""
-        items = list(parts)
-        decimals = max((part.decimals for part in items), default=0)
-        scaled = [part.with_decimals(decimals).units for part in items]
-        if any(units.dtype == object for units in scaled):
-            return FixedPoint(_pack([int(u) for units in scaled for u in units]), decimals)
-        return FixedPoint(np.concatenate(scaled) if scaled else np.zeros(0, dtype=np.int64), decimals)
+        scaled = _common_decimals(*parts)
+        decimals = scaled[0].decimals if scaled else 0
+        if any(part.units.dtype == object for part in scaled):
+            return FixedPoint(_pack([int(u) for part in scaled for u in part.units]), decimals)
+        return FixedPoint(
+            np.concatenate([part.units for part in scaled]) if scaled else np.zeros(0, dtype=np.int64), decimals
+        )
 
     def to_float(self) -> _FloatArray:
         """The nearest float of every value."""
@@ -239,13 +240,13 @@ def continue_fifo(
     combined_book = np.concatenate([lots.book, books])
     # each book's lots first (in their order), then its fills (in theirs): a stable sort on the book
     order = np.argsort(combined_book, kind="stable")
-    quantities, prices, fees, sizes, opened_by = _same_decimals(
-        (FixedPoint.concat([lots.quantity, quantity]), 0),
-        (FixedPoint.concat([lots.price, price]), None),
-        (FixedPoint.concat([lots.fee, fee]), None),
-        (FixedPoint.concat([lots.fee_quantity, FixedPoint(np.abs(quantity.units), quantity.decimals)]), 0),
-        (FixedPoint.concat([lots.fee_opened, FixedPoint(np.zeros(len(quantity), dtype=np.int64), 0)]), 0),
+    # the quantities, the fee sizes and the opened quantities are compared unit for unit: one scale for all three
+    quantities, sizes, opened_by = _common_decimals(
+        FixedPoint.concat([lots.quantity, quantity]),
+        FixedPoint.concat([lots.fee_quantity, FixedPoint(np.abs(quantity.units), quantity.decimals)]),
+        FixedPoint.concat([lots.fee_opened, FixedPoint(np.zeros(len(quantity), dtype=np.int64), 0)]),
     )
+    prices, fees = FixedPoint.concat([lots.price, price]), FixedPoint.concat([lots.fee, fee])
     quantities, prices, fees = quantities.take(order), prices.take(order), fees.take(order)
     sizes, opened_by = sizes.take(order), opened_by.take(order)
     ordered_book = combined_book[order]
@@ -268,13 +269,10 @@ def continue_fifo(
     return Continued(trips, ordered_book, fill, left, quantities.decimals)
 
 
-def _same_decimals(*columns: tuple[FixedPoint, int | None]) -> list[FixedPoint]:
-    """The columns, those tagged with the same group (not None) rescaled to that group's most decimals."""
-    groups: dict[int, int] = {}
-    for column, group in columns:
-        if group is not None:
-            groups[group] = max(groups.get(group, 0), column.decimals)
-    return [column if group is None else column.with_decimals(groups[group]) for column, group in columns]
+def _common_decimals(*columns: FixedPoint) -> list[FixedPoint]:
+    """The columns, each with the most decimals any of them has."""
+    decimals = max((column.decimals for column in columns), default=0)
+    return [column.with_decimals(decimals) for column in columns]
 
 
 def _float_pnl(

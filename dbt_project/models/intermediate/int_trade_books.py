@@ -43,9 +43,9 @@ INTACT = f"""
     having count(f.fill_id) = s.fills and coalesce(bit_xor(f.fingerprint), 0) = s.fingerprint
 """
 # Every book, numbered in (account_id, symbol) order, with its stored state where that is intact.
-BOOKS = """
+BOOKS = f"""
     with keys as (
-        select distinct coalesce(account_id, '') as account_id, coalesce(symbol, '') as symbol from book_fills
+        select distinct account_id, symbol from ({FILLS})
         union
         select account_id, symbol from stored
     )
@@ -56,17 +56,11 @@ BOOKS = """
     left join (select * from stored semi join intact using (account_id, symbol)) as s using (account_id, symbol)
     order by book
 """
-# The fills to match: those after each intact book's last matched fill, and every fill of the other books (the
-# fingerprint, the same hash as FILLS, taken of these only).
+# The fills to match: those after each intact book's last matched fill, and every fill of the other books.
 NEW_FILLS = f"""
-    select b.book, f.filled_at_us, f.fill_id, f.signed_quantity, f.price, f.fee_quote,
-        cast(hash(f.fill_id, f.filled_at, f.signed_quantity, f.price, f.fee_quote) >> 1 as bigint) as fingerprint
-    from (
-        select coalesce(account_id, '') as account_id, coalesce(symbol, '') as symbol,
-            coalesce(epoch_us(filled_at), {LAST_TIME}) as filled_at_us, fill_id, filled_at, signed_quantity, price,
-            fee_quote
-        from book_fills
-    ) as f
+    with f as ({FILLS})
+    select b.book, f.filled_at_us, f.fill_id, f.signed_quantity, f.price, f.fee_quote, f.fingerprint
+    from f
     join book_state as b on b.account_id = f.account_id and b.symbol = f.symbol
     where b.last_fill_id is null or f.filled_at_us > b.last_filled_at_us
         or (f.filled_at_us = b.last_filled_at_us and f.fill_id > b.last_fill_id)
@@ -143,8 +137,8 @@ def model(dbt, session):
     book_fills = dbt.ref("fct_fills")  # noqa: F841 (read by the queries)
     stored = session.sql(f"select * from {dbt.this}" if dbt.is_incremental else NO_STATE)  # noqa: F841
     intact = session.sql(INTACT)  # noqa: F841 (read by BOOKS)
-    book_state = session.sql(BOOKS).to_arrow_table()
-    state, count = book_state, book_state.num_rows
+    state = book_state = session.sql(BOOKS).to_arrow_table()  # book_state: read by NEW_FILLS
+    count = state.num_rows
     fills = session.sql(NEW_FILLS).to_arrow_table()
     # the books without an intact state start from nothing: no fill matched, no lot, sums of 0.0
     prior = {
