@@ -150,10 +150,11 @@ def _append_late_fills(database_url: str, day: str, suffix: str) -> None:
 
 
 def _resources(database_url: str, root: str) -> dict[str, object]:
+    warehouse = WarehouseResource(root=root)
     return {
         "postgres": PostgresResource(database_url=database_url),
-        "warehouse": WarehouseResource(root=root),
-        "dbt": dbt_resource(),
+        "warehouse": warehouse,
+        "dbt": dbt_resource(warehouse=warehouse),
     }
 
 

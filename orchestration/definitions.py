@@ -22,13 +22,15 @@ def _deployment_assets() -> list[AssetsDefinition]:
     return [python_marts]
 
 
+WAREHOUSE = WarehouseResource()  # one resource: the dbt resource parses for the run's warehouse (its start)
+
 defs = Definitions(
     assets=[*EXTRACT_ASSETS, patriot_dbt_models, published_warehouse, *_deployment_assets()],
     asset_checks=FRESHNESS_CHECKS,
     jobs=JOBS,
     schedules=SCHEDULES,
     sensors=SENSORS,
-    resources={"postgres": PostgresResource(), "warehouse": WarehouseResource(), "dbt": dbt_resource()},
+    resources={"postgres": PostgresResource(), "warehouse": WAREHOUSE, "dbt": dbt_resource(warehouse=WAREHOUSE)},
     # DuckDB has one writing process per file: a run's steps share this process, and runs queue one at a time
     # (``max_concurrent_runs: 1`` in the instance's dagster.yaml, written by ``patriot analytics``)
     executor=in_process_executor,

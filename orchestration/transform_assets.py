@@ -15,11 +15,28 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetCheckKey, AssetExecutionContext, AssetKey, DagsterInstance, Failure, MaterializeResult, asset
+from dagster import (
+    AssetCheckKey,
+    AssetExecutionContext,
+    AssetKey,
+    DagsterInstance,
+    Failure,
+    InitResourceContext,
+    MaterializeResult,
+    asset,
+)
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from packaging.version import Version
+from pydantic import PrivateAttr
 
-from orchestration.dbt_in_process import in_process_invocations, scoped_environ
+from orchestration.dbt_forked import (
+    DbtChild,
+    Prepared,
+    can_fork,
+    forked_invocations,
+    scoped_environ,
+    shared_parse_state,
+)
 from orchestration.resources import ROOT, WarehouseResource, dbt_postgres_env, deployment
 from warehouse.extract import raw_table_names
 from warehouse.store import marts_path_for
@@ -108,17 +125,23 @@ def patriot_dbt_models(
             + ", ".join(failed)
             + ". Fix the source rows, re-run those extracts (their checks must pass), then refresh the marts."
         )
+    # dagster-dbt hands dbt this process's environment; it is this build's only while the build runs (a later
+    # build in the same process, or anything else it runs, must not inherit this one's warehouse or test scope)
+    with scoped_environ(build_env(warehouse, context.run.tags)):
+        invocation = dbt.cli(["build"], context=context)
+        yield from invocation.stream()
+    keep_parse_state(invocation.target_path, DBT_DIR / "target")
+
+
+def build_env(warehouse: WarehouseResource, tags: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a run's ``dbt build``: this process's, the warehouse the profile connects to and the
+    scope of the tests (the run's tags)."""
     if warehouse.is_postgres():
         values = {**dbt_env(), **dbt_postgres_env(warehouse.url())}
     else:
         values = dbt_env(warehouse.store().working_path())
-    values["PATRIOT_DBT_TESTS"] = dbt_test_scope(context.run.tags)
-    # dagster-dbt hands dbt this process's environment; it is this build's only while the build runs (a later
-    # build in the same process, or anything else it runs, must not inherit this one's warehouse or test scope)
-    with scoped_environ(values):
-        invocation = dbt.cli(["build"], context=context)
-        yield from invocation.stream()
-    keep_parse_state(invocation.target_path, DBT_DIR / "target")
+    values["PATRIOT_DBT_TESTS"] = dbt_test_scope(tags)
+    return values
 
 
 TEST_SCOPE_TAG = "patriot/dbt_tests"
@@ -197,41 +220,74 @@ def published_warehouse(context: AssetExecutionContext, warehouse: WarehouseReso
 
 
 class PatriotDbtResource(DbtCliResource):
-    """dagster-dbt's CLI resource without three costs it pays for every ``dbt build``, about 7 s of the hourly
+    """dagster-dbt's CLI resource without three costs it pays for every ``dbt build``, about 8 s of the hourly
     run on this 2-core machine:
 
     - ``dbt --version`` in a subprocess (a whole dbt start-up, about 3 s) to learn the version: the dbt run here
       is the dbt-core installed beside this interpreter (:func:`dbt_executable`), whose version is known;
     - a dbt adapter opened in the Dagster process, which dagster-dbt needs only for ``fetch_row_counts()`` and
       ``fetch_column_metadata()``: the assets here call neither (row counts are in dbt's own results);
-    - the dbt process itself, which imports again what the Dagster run process has imported (dbt, its adapter,
-      pandas, numpy, polars): that dbt runs in the run process (``orchestration/dbt_in_process.py``), read by
-      dagster-dbt's own code as if it were the CLI's output.
+    - the imports of a new dbt process (dbt, its adapter, pandas, numpy, polars), which the Dagster run process
+      has made already: dbt runs in a child forked from the run process (``orchestration/dbt_forked.py``), read
+      by dagster-dbt's own code as if it were the CLI's output.
     """
+
+    # the run's warehouse (the same resource as the run's ``warehouse``): with it, dbt parses while the run's
+    # extracts load (``setup_for_execution``), and the build skips its parse
+    warehouse: WarehouseResource | None = None
+    _prepared: DbtChild | None = PrivateAttr(default=None)
 
     @cached_property
     def _cli_version(self) -> Version:
-        if Path(self.dbt_executable) == Path(sys.executable).with_name("dbt"):
+        if self._local():
             return Version(version("dbt-core"))
         return super()._cli_version
+
+    def _local(self) -> bool:
+        return Path(self.dbt_executable) == Path(sys.executable).with_name("dbt")
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """At the start of a run that builds with dbt: a child forked now parses the project (about 1 s of dbt's
+        start) on the other core while the extracts and their checks run; the run's build runs in that child."""
+        super().setup_for_execution(context)
+        if self.warehouse is None or not self._local() or not can_fork():
+            return
+        tags = context.run.tags if context.run is not None else {}
+        prepare = Prepared(
+            env=build_env(self.warehouse, tags),
+            profiles_dir=str(self.profiles_dir or self.project_dir),
+            target=self.target,
+            profile=self.profile,
+            state=shared_parse_state(Path(self.project_dir)),
+        )
+        self._prepared = DbtChild(Path(self.project_dir), prepare)
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        """A run that ended before its build (a failed check, say) ends the child that was waiting for it."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            prepared.discard()
 
     def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> Any:
         return None
 
     def cli(self, args: Sequence[str], **kwargs: Any) -> Any:
-        """dbt runs in this process (``orchestration/dbt_in_process.py``) when it is the dbt installed beside
-        this interpreter; any other executable still runs as dagster-dbt's subprocess."""
-        if Path(self.dbt_executable) != Path(sys.executable).with_name("dbt"):
+        """dbt runs in a forked child (``orchestration/dbt_forked.py``) when it is the dbt installed beside this
+        interpreter and the platform can fork; otherwise as dagster-dbt's subprocess."""
+        if not self._local() or not can_fork():
             return super().cli(args, **kwargs)
-        with in_process_invocations():
+        prepared, self._prepared = self._prepared, None
+        with forked_invocations(prepared):
             return super().cli(args, **kwargs)
 
 
-def dbt_resource(target: str | None = None) -> DbtCliResource:
-    """dbt on this deployment's target (or ``target``: a test runs the postgres target from a local process)."""
+def dbt_resource(target: str | None = None, warehouse: WarehouseResource | None = None) -> DbtCliResource:
+    """dbt on this deployment's target (or ``target``: a test runs the postgres target from a local process);
+    ``warehouse``, the run's warehouse resource, lets a run parse the dbt project while its extracts load."""
     return PatriotDbtResource(
         project_dir=DBT_PROJECT,
         profiles_dir=str(DBT_DIR),
         target=target or dbt_target(),
         dbt_executable=dbt_executable(),
+        warehouse=warehouse,
     )

@@ -110,10 +110,11 @@ def deployments(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> I
             )
 
             store_root = workdir / "prod-store"  # prod never writes a DuckDB file: this must stay empty
+            warehouse = WarehouseResource(root=str(store_root), deployment="prod", database_url=warehouse_url)
             resources: dict[str, Any] = {
                 "postgres": PostgresResource(database_url=platform_url),
-                "warehouse": WarehouseResource(root=str(store_root), deployment="prod", database_url=warehouse_url),
-                "dbt": dbt_resource("postgres"),
+                "warehouse": warehouse,
+                "dbt": dbt_resource("postgres", warehouse),
             }
             first, last = _days(platform_url)
             partitioned = [a for a in EXTRACT_ASSETS if a.key.path[-1] in PARTITIONED]

@@ -1,10 +1,11 @@
 """The dbt resource's shortcuts: no ``dbt --version`` subprocess and no adapter in the Dagster process before a
-build, dbt run in the Dagster process (read exactly as dagster-dbt reads the CLI), and the parse state and run
-directories a build leaves behind."""
+build, dbt run in a child forked from the Dagster process (read exactly as dagster-dbt reads the CLI), and the
+parse state and run directories a build leaves behind."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,11 +17,20 @@ from typing import Any
 import dagster_dbt.core.dbt_cli_invocation as dagster_dbt_invocation
 import dagster_dbt.core.resource as dagster_dbt_resource
 import pytest
+from dagster import build_resources
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 from packaging.version import Version
 
-from orchestration.dbt_in_process import _DbtThread
-from orchestration.transform_assets import dbt_env, dbt_resource, keep_parse_state
+from orchestration.dbt_forked import DbtChild, scoped_environ
+from orchestration.resources import WarehouseResource
+from orchestration.transform_assets import (
+    CHANGED_ROWS,
+    TEST_SCOPE_TAG,
+    build_env,
+    dbt_env,
+    dbt_resource,
+    keep_parse_state,
+)
 
 
 def test_the_local_dbt_version_is_known_without_running_dbt(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,7 +100,7 @@ def _no_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dagster_dbt_invocation.subprocess, "Popen", refuse)
 
 
-def test_dbt_runs_in_this_process_and_is_read_like_the_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_dbt_runs_in_a_forked_child_and_is_read_like_the_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     _no_subprocess(monkeypatch)
     warehouse = tmp_path / "working.duckdb"
     for name in ("PATRIOT_WAREHOUSE_PATH", "PATRIOT_MARTS_PATH"):  # as the asset sets them for its build
@@ -100,8 +110,9 @@ def test_dbt_runs_in_this_process_and_is_read_like_the_cli(monkeypatch: pytest.M
     invocation = dbt_resource().cli(["show", "--inline", "select 42 as answer"], target_path=tmp_path / "run")
     events = list(invocation.stream_raw_events())
 
-    assert isinstance(invocation.process, _DbtThread)
+    assert isinstance(invocation.process, DbtChild) and invocation.process.pid != os.getpid()
     assert invocation.is_successful() and invocation.get_error() is None
+    assert invocation.process.returncode == 0
     names = [event.raw_event["info"]["name"] for event in events]
     assert "MainReportVersion" in names  # dbt's own structured events, as the CLI prints them
     shown = [event.raw_event["data"] for event in events if event.raw_event["info"]["name"] == "ShowNode"]
@@ -119,7 +130,7 @@ def test_dbt_runs_in_this_process_and_is_read_like_the_cli(monkeypatch: pytest.M
     assert opened.returncode == 0, opened.stderr
 
 
-def test_a_failing_in_process_dbt_is_reported_as_the_cli_reports_it(
+def test_a_failing_forked_dbt_is_reported_as_the_cli_reports_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     _no_subprocess(monkeypatch)
@@ -154,3 +165,63 @@ def test_another_dbt_executable_still_runs_as_a_subprocess(monkeypatch: pytest.M
     with pytest.raises(Started):
         resource.cli(["parse"])
     assert started == ["/opt/elsewhere/dbt"]
+
+
+def test_an_interrupted_run_ends_the_forked_dbt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """dagster-dbt forwards a run's interrupt to dbt as SIGINT: the child stops (a query that would run for
+    hours here) and reports the interruption as an error line and a failed exit code."""
+    for name in ("PATRIOT_WAREHOUSE_PATH", "PATRIOT_MARTS_PATH"):
+        monkeypatch.setenv(name, dbt_env(tmp_path / "working.duckdb")[name])
+    endless = "select sum(hash(range)) as total from range(1000000000000)"
+    invocation = dbt_resource().cli(["show", "--inline", endless], target_path=tmp_path / "run", raise_on_error=False)
+    lines = iter(invocation.process.stdout)
+    next(lines)  # dbt has started
+    invocation.process.send_signal(signal.SIGINT)
+
+    assert invocation.process.wait(timeout=60) != 0
+    rest = [line.decode() for line in lines]
+    assert any("KeyboardInterrupt" in line for line in rest)
+    assert invocation.process.poll() == invocation.process.returncode
+
+
+def _parsed(run: Path) -> bool:
+    """Whether the invocation's dbt parsed the project (its debug log says how it went about it)."""
+    return "partial pars" in (run / "dbt.log").read_text().lower()
+
+
+def test_a_run_parses_as_it_starts_and_its_build_skips_the_parse(tmp_path: Path) -> None:
+    """The dbt resource of a run forks its dbt child when the run starts (the child parses while the extracts
+    load); the run's build runs in that child, on that parse, when its environment is the one parsed for."""
+    warehouse = WarehouseResource(root=str(tmp_path / "warehouse"))
+    with build_resources({"dbt": dbt_resource(warehouse=warehouse)}) as resources:
+        prepared = resources.dbt._prepared
+        assert isinstance(prepared, DbtChild) and prepared.poll() is None  # waiting for the build
+        with scoped_environ(build_env(warehouse, {})):
+            invocation = resources.dbt.cli(["show", "--inline", "select 42 as answer"], target_path=tmp_path / "run")
+            events = list(invocation.stream_raw_events())
+        assert invocation.process is prepared and resources.dbt._prepared is None
+    assert invocation.is_successful()
+    assert any("42" in str(event.raw_event["data"].get("preview", "")) for event in events)
+    assert not _parsed(tmp_path / "run")
+    assert (tmp_path / "run" / "partial_parse.msgpack").exists()  # the parse's state, for the next build
+    assert "partial pars" in (tmp_path / "run" / "parse.log").read_text().lower()  # and how it went
+
+
+def test_a_build_in_another_environment_parses_for_itself(tmp_path: Path) -> None:
+    warehouse = WarehouseResource(root=str(tmp_path / "warehouse"))
+    with build_resources({"dbt": dbt_resource(warehouse=warehouse)}) as resources:
+        prepared = resources.dbt._prepared
+        with scoped_environ(build_env(warehouse, {TEST_SCOPE_TAG: CHANGED_ROWS})):  # parsed for the "all" scope
+            invocation = resources.dbt.cli(["show", "--inline", "select 42 as answer"], target_path=tmp_path / "run")
+            invocation.wait()
+    assert invocation.process is prepared and invocation.is_successful()
+    assert _parsed(tmp_path / "run")
+
+
+def test_a_run_that_never_builds_ends_its_dbt_child(tmp_path: Path) -> None:
+    with build_resources({"dbt": dbt_resource(warehouse=WarehouseResource(root=str(tmp_path)))}) as resources:
+        prepared = resources.dbt._prepared
+        assert isinstance(prepared, DbtChild)
+    assert prepared.returncode is not None  # ended and reaped
+    with pytest.raises(ChildProcessError):
+        os.waitpid(prepared.pid, os.WNOHANG)
