@@ -22,6 +22,8 @@ cannot fork (``os.fork`` missing), the resource runs dagster-dbt's subprocess in
 from __future__ import annotations
 
 import gc
+import multiprocessing.process
+import multiprocessing.util
 import os
 import shutil
 import signal
@@ -200,6 +202,11 @@ def _child(project_dir: Path, prepare: Prepared | None, request: int, out: int) 
     ``out``, and end the process with dbt's exit code."""
     code = _CRASHED
     try:
+        # as multiprocessing's own forked children start: the parent's child processes and exit finalisers
+        # are not this process's (only what the child itself registers is finalised when it ends)
+        multiprocessing.process._children = set()  # type: ignore[attr-defined]
+        multiprocessing.util._finalizer_registry.clear()  # type: ignore[attr-defined]
+        multiprocessing.util._run_after_forkers()  # type: ignore[attr-defined]
         # the run process's handlers (Dagster's interrupt capture) are not this process's: an interrupt ends dbt
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -227,6 +234,9 @@ def _child(project_dir: Path, prepare: Prepared | None, request: int, out: int) 
             line(_error(f"dbt failed: {type(exc).__name__}: {exc}"))
     finally:
         try:
+            # as multiprocessing's own forked children end: dbt's locks and semaphores are released (unregistered
+            # from the resource tracker the child shares with the parent), not left for the tracker to report
+            multiprocessing.util._exit_function()  # type: ignore[attr-defined]
             sys.stdout.flush()
             sys.stderr.flush()
             os.close(out)

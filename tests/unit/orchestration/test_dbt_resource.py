@@ -22,7 +22,7 @@ from dagster_dbt.errors import DagsterDbtCliRuntimeError
 from packaging.version import Version
 
 from orchestration.dbt_forked import DbtChild, scoped_environ
-from orchestration.resources import WarehouseResource
+from orchestration.resources import ROOT, WarehouseResource
 from orchestration.transform_assets import (
     CHANGED_ROWS,
     TEST_SCOPE_TAG,
@@ -225,3 +225,20 @@ def test_a_run_that_never_builds_ends_its_dbt_child(tmp_path: Path) -> None:
     assert prepared.returncode is not None  # ended and reaped
     with pytest.raises(ChildProcessError):
         os.waitpid(prepared.pid, os.WNOHANG)
+
+
+def test_a_forked_dbt_leaves_nothing_for_the_resource_tracker(tmp_path: Path) -> None:
+    """The child ends as multiprocessing's own children do: dbt's semaphores are released, not reported as leaked
+    when the run process exits."""
+    script = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from orchestration.transform_assets import dbt_env, dbt_resource\n"
+        "tmp = Path(sys.argv[1])\n"
+        "env = dbt_env(tmp / 'working.duckdb')\n"
+        "os.environ.update({k: env[k] for k in ('PATRIOT_WAREHOUSE_PATH', 'PATRIOT_MARTS_PATH')})\n"
+        "dbt_resource().cli(['show', '--inline', 'select 1 as one'], target_path=tmp / 'run').wait()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "leaked" not in done.stderr
