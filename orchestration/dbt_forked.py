@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -162,12 +162,15 @@ class DbtChild:
         except BrokenPipeError:  # the child ended before reading it: its exit code and error line say why
             pass
 
-    def discard(self) -> None:
-        """End a child that was never given a command (it exits when its request pipe closes)."""
+    def discard(self, timeout: float = 30.0) -> None:
+        """End a child that was never given a command: it exits when its request pipe closes, once its parse is
+        over and its parse directory removed (one still running after ``timeout`` seconds is terminated)."""
         if self._request is not None:
             os.close(self._request)
             self._request = None
-        if self.returncode is None:
+        try:
+            self.wait(timeout)
+        except subprocess.TimeoutExpired:
             with suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGTERM)
             self.wait()
@@ -216,6 +219,7 @@ def _child(project_dir: Path, prepare: Prepared | None, request: int, out: int) 
             with lock:
                 os.write(out, data + b"\n")
 
+        parsed = None
         try:
             parsed = _prepare(project_dir, prepare) if prepare is not None else None
             with os.fdopen(request, "rb") as pipe:
@@ -227,11 +231,14 @@ def _child(project_dir: Path, prepare: Prepared | None, request: int, out: int) 
             args, env = list(command["args"]), dict(command["env"])
             manifest = None
             if parsed is not None and prepare is not None and prepare.serves(args, env):
-                manifest, state = parsed
-                _hand_over_state(state, project_dir, env)
+                manifest = parsed[0]
+                _hand_over_state(parsed[1], project_dir, env)
             code = _invoke(args, env, project_dir, line, manifest)
         except BaseException as exc:  # reported as dbt reports a crash: an error line and exit code 2
             line(_error(f"dbt failed: {type(exc).__name__}: {exc}"))
+        finally:  # the parse's directory, whether its build ran on it, parsed for itself or never came
+            if parsed is not None:
+                shutil.rmtree(parsed[1], ignore_errors=True)
     finally:
         try:
             # as multiprocessing's own forked children end: dbt's locks and semaphores are released (unregistered
@@ -253,11 +260,14 @@ def _prepare(project_dir: Path, prepare: Prepared) -> tuple[Any, Path] | None:
     if prepare.state is not None and prepare.state.exists():
         shutil.copy(prepare.state, where / "partial_parse.msgpack")
     try:
-        with scoped_environ({k: v for k, v in prepare.env.items() if k not in _NOT_SET}):
+        with _dbt_environ(prepare.env):
             result = dbtRunner().invoke(prepare.args(project_dir, where))
+        if result.success and result.result is not None:
+            return result.result, where
     except Exception:
-        return None
-    return (result.result, where) if result.success and result.result is not None else None
+        pass
+    shutil.rmtree(where, ignore_errors=True)
+    return None
 
 
 def _hand_over_state(parsed: Path, project_dir: Path, env: Mapping[str, str]) -> None:
@@ -270,7 +280,6 @@ def _hand_over_state(parsed: Path, project_dir: Path, env: Mapping[str, str]) ->
         for name, kept in (("partial_parse.msgpack", "partial_parse.msgpack"), ("dbt.log", "parse.log")):
             if (parsed / name).exists():
                 shutil.copy(parsed / name, target / kept)
-    shutil.rmtree(parsed, ignore_errors=True)
 
 
 def _invoke(
@@ -292,7 +301,7 @@ def _invoke(
     # the subprocess environment dagster-dbt built (os.environ plus its own variables), for env_var() in the
     # profile and models; dbt's log output goes through `forward` and its log file, not stdout
     try:
-        with scoped_environ({k: v for k, v in env.items() if k not in _NOT_SET}):
+        with _dbt_environ(env):
             runner = dbtRunner(manifest=manifest, callbacks=[forward])
             result = runner.invoke([*args, *flags, "--quiet"])
     finally:
@@ -301,6 +310,12 @@ def _invoke(
         line(_error(f"dbt failed: {type(result.exception).__name__}: {result.exception}"))
         return _CRASHED
     return 0 if result.success else _FAILED
+
+
+def _dbt_environ(env: Mapping[str, str]) -> AbstractContextManager[None]:
+    """``env`` (an environment dagster-dbt built for a subprocess) as this process's while dbt runs, without
+    the variables that are the CLI's stdout format or stdio switches."""
+    return scoped_environ({key: value for key, value in env.items() if key not in _NOT_SET})
 
 
 def _error(message: str) -> bytes:

@@ -246,11 +246,15 @@ class PatriotDbtResource(DbtCliResource):
     def _local(self) -> bool:
         return Path(self.dbt_executable) == Path(sys.executable).with_name("dbt")
 
+    def _forks(self) -> bool:
+        """dbt runs in a forked child: the local dbt on a platform that can fork (else dagster-dbt's subprocess)."""
+        return self._local() and can_fork()
+
     def setup_for_execution(self, context: InitResourceContext) -> None:
         """At the start of a run that builds with dbt: a child forked now parses the project (about 1 s of dbt's
         start) on the other core while the extracts and their checks run; the run's build runs in that child."""
         super().setup_for_execution(context)
-        if self.warehouse is None or not self._local() or not can_fork():
+        if self.warehouse is None or not self._forks():
             return
         tags = context.run.tags if context.run is not None else {}
         prepare = Prepared(
@@ -274,7 +278,7 @@ class PatriotDbtResource(DbtCliResource):
     def cli(self, args: Sequence[str], **kwargs: Any) -> Any:
         """dbt runs in a forked child (``orchestration/dbt_forked.py``) when it is the dbt installed beside this
         interpreter and the platform can fork; otherwise as dagster-dbt's subprocess."""
-        if not self._local() or not can_fork():
+        if not self._forks():
             return super().cli(args, **kwargs)
         prepared, self._prepared = self._prepared, None
         with forked_invocations(prepared):

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from importlib.metadata import version
@@ -184,6 +185,11 @@ def test_an_interrupted_run_ends_the_forked_dbt(monkeypatch: pytest.MonkeyPatch,
     assert invocation.process.poll() == invocation.process.returncode
 
 
+def _parse_dirs() -> set[Path]:
+    """The directories of prepared parses that are still on disk."""
+    return set(Path(tempfile.gettempdir()).glob("patriot-dbt-parse-*"))
+
+
 def _parsed(run: Path) -> bool:
     """Whether the invocation's dbt parsed the project (its debug log says how it went about it)."""
     return "partial pars" in (run / "dbt.log").read_text().lower()
@@ -193,6 +199,7 @@ def test_a_run_parses_as_it_starts_and_its_build_skips_the_parse(tmp_path: Path)
     """The dbt resource of a run forks its dbt child when the run starts (the child parses while the extracts
     load); the run's build runs in that child, on that parse, when its environment is the one parsed for."""
     warehouse = WarehouseResource(root=str(tmp_path / "warehouse"))
+    before = _parse_dirs()
     with build_resources({"dbt": dbt_resource(warehouse=warehouse)}) as resources:
         prepared = resources.dbt._prepared
         assert isinstance(prepared, DbtChild) and prepared.poll() is None  # waiting for the build
@@ -205,10 +212,12 @@ def test_a_run_parses_as_it_starts_and_its_build_skips_the_parse(tmp_path: Path)
     assert not _parsed(tmp_path / "run")
     assert (tmp_path / "run" / "partial_parse.msgpack").exists()  # the parse's state, for the next build
     assert "partial pars" in (tmp_path / "run" / "parse.log").read_text().lower()  # and how it went
+    assert _parse_dirs() <= before  # the parse's own directory is gone
 
 
 def test_a_build_in_another_environment_parses_for_itself(tmp_path: Path) -> None:
     warehouse = WarehouseResource(root=str(tmp_path / "warehouse"))
+    before = _parse_dirs()
     with build_resources({"dbt": dbt_resource(warehouse=warehouse)}) as resources:
         prepared = resources.dbt._prepared
         with scoped_environ(build_env(warehouse, {TEST_SCOPE_TAG: CHANGED_ROWS})):  # parsed for the "all" scope
@@ -216,15 +225,19 @@ def test_a_build_in_another_environment_parses_for_itself(tmp_path: Path) -> Non
             invocation.wait()
     assert invocation.process is prepared and invocation.is_successful()
     assert _parsed(tmp_path / "run")
+    assert _parse_dirs() <= before  # the unused parse is removed too
 
 
 def test_a_run_that_never_builds_ends_its_dbt_child(tmp_path: Path) -> None:
+    before = _parse_dirs()
     with build_resources({"dbt": dbt_resource(warehouse=WarehouseResource(root=str(tmp_path)))}) as resources:
         prepared = resources.dbt._prepared
         assert isinstance(prepared, DbtChild)
     assert prepared.returncode is not None  # ended and reaped
     with pytest.raises(ChildProcessError):
         os.waitpid(prepared.pid, os.WNOHANG)
+    assert prepared.returncode == 0  # it ended by itself when no build came, after its parse
+    assert _parse_dirs() <= before
 
 
 def test_a_forked_dbt_leaves_nothing_for_the_resource_tracker(tmp_path: Path) -> None:
