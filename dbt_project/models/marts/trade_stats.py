@@ -102,11 +102,13 @@ def model(dbt, session):
     )
     scope_keys = zip(scopes.column(0).to_pylist(), scopes.column(1).to_pylist(), strict=True)
     scope_index = {key: index for index, key in enumerate(scope_keys)}
+    # in a fixed order: a scope's float sums then add its members in the same order in every build (the table's
+    # row order is whatever its last parallel build left)
     members = [
         (scope_index[(scope, scope_id)], account_index[account_id], weight)
-        for scope, scope_id, account_id, weight in members_relation.project(
-            "scope, scope_id, account_id, weight"
-        ).fetchall()
+        for scope, scope_id, account_id, weight in members_relation.project("scope, scope_id, account_id, weight")
+        .order("scope, scope_id, account_id")
+        .fetchall()
         if (scope, scope_id) in scope_index and account_id in account_index
     ]
     member_scope = np.array([scope for scope, _, _ in members], dtype=np.int64)
