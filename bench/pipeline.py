@@ -34,14 +34,15 @@ from dagster import DagsterInstance, Definitions, JobDefinition, in_process_exec
 
 from bench.common import resolve_servers, scratch_database
 from orchestration.automation import FRESHNESS_CHECKS, HOURLY_TAGS, hourly_refresh
-from orchestration.extract_assets import EXTRACT_ASSETS, PARTITIONED
+from orchestration.extract_assets import EXTRACT_ASSETS, PARTITIONED, RAW_CHECKS
+from orchestration.quality import QualityResource
 from orchestration.resources import PostgresResource, WarehouseResource
 from orchestration.transform_assets import dbt_resource, patriot_dbt_models, published_warehouse
 from warehouse.demo import FundSpec, generate_fund
 
-ALL = [*EXTRACT_ASSETS, patriot_dbt_models, published_warehouse]
-PARTITIONED_ASSETS = [a for a in EXTRACT_ASSETS if a.key.path[-1] in PARTITIONED]
-REST_KEYS = [k for a in ALL if a not in PARTITIONED_ASSETS for k in a.keys]
+ALL = [*EXTRACT_ASSETS, *RAW_CHECKS, patriot_dbt_models, published_warehouse]
+PARTITIONED_KEYS = [a.key for a in EXTRACT_ASSETS if a.key.path[-1] in PARTITIONED]  # with their checks
+REST_KEYS = [k for a in ALL for k in a.keys if k not in PARTITIONED_KEYS]
 
 
 def _rows(result: object) -> int:
@@ -72,7 +73,7 @@ def run(users: int, days: int, fills: int) -> dict[str, object]:
             }
             print("full rebuild: extracting every partition ...", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
-            extract = materialize(PARTITIONED_ASSETS, resources=resources, instance=instance, tags=tags)
+            extract = materialize(ALL, selection=PARTITIONED_KEYS, resources=resources, instance=instance, tags=tags)
             extract_s = time.perf_counter() - t0
             print(f"  extract {extract_s:.1f}s; dbt build + publish ...", file=sys.stderr, flush=True)
             materialize(ALL, selection=REST_KEYS, resources=resources, instance=instance)
@@ -151,6 +152,7 @@ def _resources(database_url: str, root: str) -> dict[str, object]:
         "postgres": PostgresResource(database_url=database_url),
         "warehouse": warehouse,
         "dbt": dbt_resource(warehouse=warehouse),
+        "quality": QualityResource(),
     }
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dagster import AssetsDefinition, Definitions, in_process_executor
 
 from orchestration.automation import FRESHNESS_CHECKS, JOBS, SCHEDULES, SENSORS
-from orchestration.extract_assets import EXTRACT_ASSETS
+from orchestration.extract_assets import EXTRACT_ASSETS, RAW_CHECKS
+from orchestration.quality import QualityResource
 from orchestration.resources import PostgresResource, WarehouseResource, deployment
 from orchestration.transform_assets import dbt_resource, patriot_dbt_models, published_warehouse
 
@@ -26,11 +27,16 @@ WAREHOUSE = WarehouseResource()  # one resource: the dbt resource parses for the
 
 defs = Definitions(
     assets=[*EXTRACT_ASSETS, patriot_dbt_models, published_warehouse, *_deployment_assets()],
-    asset_checks=FRESHNESS_CHECKS,
+    asset_checks=[*FRESHNESS_CHECKS, *RAW_CHECKS],
     jobs=JOBS,
     schedules=SCHEDULES,
     sensors=SENSORS,
-    resources={"postgres": PostgresResource(), "warehouse": WAREHOUSE, "dbt": dbt_resource(warehouse=WAREHOUSE)},
+    resources={
+        "postgres": PostgresResource(),
+        "warehouse": WAREHOUSE,
+        "dbt": dbt_resource(warehouse=WAREHOUSE),
+        "quality": QualityResource(),
+    },
     # DuckDB has one writing process per file: a run's steps share this process, and runs queue one at a time
     # (``max_concurrent_runs: 1`` in the instance's dagster.yaml, written by ``patriot analytics``)
     executor=in_process_executor,

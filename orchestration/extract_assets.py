@@ -2,15 +2,18 @@
 (docs/warehouse.md). The warehouse is the deployment's: a DuckDB file (local) or a PostgreSQL database (prod).
 
 Tables that grow with time are partitioned by UTC day and incremental (a run moves one day's rows); the small
-dimension tables and the balance/position snapshots are copied whole. Each extract validates what it wrote with
-Great Expectations in a blocking check: a bad row stops the marts from being rebuilt on it.
+dimension tables and the balance/position snapshots are copied whole. What each extract wrote is validated with
+Great Expectations in a blocking check (``raw_quality``, one step for the run's extracts, after them): a bad row
+stops the marts from being rebuilt on it.
 """
 
 import os
 import time
+from collections.abc import Iterator
 from datetime import date, timedelta
 
 from dagster import (
+    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
@@ -21,9 +24,10 @@ from dagster import (
     DailyPartitionsDefinition,
     MaterializeResult,
     asset,
+    multi_asset_check,
 )
 
-from orchestration.quality import validate, validated_columns
+from orchestration.quality import QualityResource, validated_columns
 from orchestration.resources import PostgresResource, WarehouseResource
 from warehouse.extract import RAW_TABLES, extract_table
 
@@ -50,47 +54,79 @@ def _days(context: AssetExecutionContext) -> list[date | None]:
     return [first + timedelta(days=n) for n in range((last - first).days)]
 
 
-def _rows_to_validate(warehouse: WarehouseResource, table: str, days: list[date | None]):  # type: ignore[no-untyped-def]
+def _run_days(context: AssetCheckExecutionContext) -> list[date | None]:
+    """The days the run's partitioned extracts wrote: its partition, or its range (a single-run backfill)."""
+    run = context.op_execution_context
+    if not (run.has_partition_key or run.has_partition_key_range):
+        raise ValueError("a partitioned extract is checked in a run without a partition: run its extract with it")
+    keys = run.partition_key_range
+    first = DAILY.time_window_for_partition_key(keys.start).start.date()
+    last = DAILY.time_window_for_partition_key(keys.end).start.date()
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def _validation_query(table: str, days: list[date | None]) -> tuple[str, list[date]]:
     """The rows this run wrote (only the columns the expectations read): the run's days, the latest snapshot,
-    or the whole small table."""
+    or the whole small table. SQL that DuckDB and PostgreSQL read alike: the warehouse runs it on the
+    deployment's engine."""
     columns = ", ".join(validated_columns(table)) or "*"
-    # SQL that DuckDB and PostgreSQL read alike: the warehouse runs it on the deployment's engine
     if days and days[0] is not None:
         column = _DAY_COLUMN[table]
         sql = f"SELECT {columns} FROM raw.{table} WHERE CAST({column} AT TIME ZONE 'UTC' AS DATE) BETWEEN ? AND ?"
-        return warehouse.frame(sql, [days[0], days[-1]])
+        return sql, [days[0], days[-1]]  # type: ignore[list-item]
     if table in _SNAPSHOTS:
-        return warehouse.frame(
-            f"SELECT {columns} FROM raw.{table} WHERE snapshot_at = (SELECT max(snapshot_at) FROM raw.{table})"
-        )
-    return warehouse.frame(f"SELECT {columns} FROM raw.{table}")
+        return f"SELECT {columns} FROM raw.{table} WHERE snapshot_at = (SELECT max(snapshot_at) FROM raw.{table})", []
+    return f"SELECT {columns} FROM raw.{table}", []
 
 
 def build_extract_asset(table: str) -> AssetsDefinition:
     partitioned = table in PARTITIONED
-    check = AssetCheckSpec("great_expectations", asset=raw_key(table), blocking=True)
 
     @asset(
         key=raw_key(table),
         group_name="extract",
         partitions_def=DAILY if partitioned else None,
         backfill_policy=BackfillPolicy.single_run() if partitioned else None,
-        check_specs=[check],
         kinds={"postgres", "duckdb"},
         description=f"PostgreSQL {table} -> warehouse raw.{table} through Arrow (DuckDB local, PostgreSQL prod)"
         + (" (one UTC day per partition)" if partitioned else " (whole table)"),
     )
-    def extract(context: AssetExecutionContext, postgres: PostgresResource, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
+    def extract(
+        context: AssetExecutionContext, postgres: PostgresResource, warehouse: WarehouseResource
+    ) -> MaterializeResult:
         days = _days(context) if partitioned else [None]
         started = time.perf_counter()
         with warehouse.raw_sink() as sink:  # a backfill of a range is one run, one statement over its days
             rows = extract_table(postgres.url(), sink, table, days[0], last_day=days[-1])
         elapsed = time.perf_counter() - started
         context.log.info(f"raw.{table}: {rows} rows over {len(days)} partition(s) in {elapsed:.2f}s")
-        yield MaterializeResult(
+        return MaterializeResult(
             metadata={"rows": rows, "seconds": round(elapsed, 3), "rows_per_s": round(rows / max(elapsed, 1e-9))}
         )
-        result = validate(table, _rows_to_validate(warehouse, table, days))
+
+    return extract
+
+
+EXTRACT_ASSETS = [build_extract_asset(t) for t in (*PARTITIONED, *WHOLE)]
+
+
+@multi_asset_check(
+    specs=[AssetCheckSpec("great_expectations", asset=raw_key(t), blocking=True) for t in (*PARTITIONED, *WHOLE)],
+    can_subset=True,
+    description="Great Expectations on what each extract of the run wrote (orchestration/quality.py): the run's"
+    " days of a partitioned table, the latest snapshot, or the whole small table. Blocking: a failed check stops"
+    " every downstream asset of the run",
+)
+def raw_quality(
+    context: AssetCheckExecutionContext, warehouse: WarehouseResource, quality: QualityResource
+) -> Iterator[AssetCheckResult]:
+    """One step after the run's extracts (a step per extract cost more in Dagster's handling than the checks
+    themselves); the validations run in the quality resource's process, which imported GX while they loaded."""
+    tables = sorted(key.asset_key.path[-1] for key in context.selected_asset_check_keys)
+    days = _run_days(context) if any(table in PARTITIONED for table in tables) else []
+    frames = warehouse.frames([_validation_query(t, days if t in PARTITIONED else [None]) for t in tables])
+    # every frame is sent before the first answer is awaited: they are read while GX may still be importing
+    for table, result in zip(tables, quality.validate_all(list(zip(tables, frames, strict=True))), strict=True):
         yield AssetCheckResult(
             check_name="great_expectations",
             asset_key=raw_key(table),
@@ -99,7 +135,5 @@ def build_extract_asset(table: str) -> AssetsDefinition:
             metadata={"rows": result.rows, "failures": "; ".join(result.failures) or "none"},
         )
 
-    return extract
 
-
-EXTRACT_ASSETS = [build_extract_asset(t) for t in (*PARTITIONED, *WHOLE)]
+RAW_CHECKS = [raw_quality]

@@ -2,15 +2,28 @@
 
 GX validates a pandas frame of the rows the extract just wrote (GX cannot read DuckDB through SQLAlchemy
 here); a failed expectation fails the check and, the check being blocking, stops every downstream asset.
+
+Importing GX takes about 2.5 s of CPU (it imports its whole expectation catalogue, and scipy with it), a quarter
+of an hourly run when the run process imports it at its first check. The :class:`QualityResource` of a run forks
+a process as the run starts (:class:`ValidationProcess`): it imports GX on the other core while the run
+extracts, and validates the frames the checks send it. Where the platform cannot fork, the checks validate in
+the run process.
 """
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
 import os
+import signal
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import PrivateAttr
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
@@ -93,7 +106,8 @@ def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def validate(table: str, frame: pd.DataFrame) -> Validation:
-    """Run the table's expectations on ``frame``; each failure is described by its expectation and count."""
+    """Run the table's expectations on ``frame`` in this process; each failure is described by its expectation
+    and count."""
     import great_expectations as gx
 
     expectations = _EXPECTATIONS.get(table, [])
@@ -123,3 +137,151 @@ def validate(table: str, frame: pd.DataFrame) -> Validation:
         if not r.success
     ]
     return Validation(bool(result.success), len(frame), failures)
+
+
+class ValidationProcess:
+    """Great Expectations in a process forked from the run process: it imports GX as soon as it starts, then
+    validates each frame it is sent (pickled through a pipe) and answers with the :class:`Validation`.
+
+    The child releases every descriptor it inherited but its own pipe (another child's pipe end held here would
+    keep that child from ever seeing the end of its input), ignores an interrupt (the run process ends it), and
+    ends when told to, when its pipe closes, or when the run process is gone.
+    """
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("fork")
+        self._conn, theirs = context.Pipe()
+        self._used = False
+        self.exitcode: int | None = None  # once closed: 0 when it ended as told, -SIGTERM when it was terminated
+        self._process = context.Process(
+            target=_serve, args=(theirs, self._conn, os.getpid()), name="patriot-great-expectations", daemon=True
+        )
+        # the parent's objects move to the permanent generation: the child's collector never walks (and so never
+        # copies) them, nor finalises one the parent still owns
+        gc.freeze()
+        try:
+            self._process.start()
+        finally:
+            gc.unfreeze()
+        theirs.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def validate_all(self, frames: Sequence[tuple[str, pd.DataFrame]]) -> list[Validation]:
+        """Each table's frame validated, in order: all are sent before the first answer is read (the child may
+        still be importing GX), and an answer is small enough never to fill the pipe while the next is sent."""
+        self._used = True
+        tables = [table for table, _ in frames]
+        answers: list[Validation] = []
+        try:
+            for table, frame in frames:
+                self._conn.send((table, _numeric(frame)))  # floats pickle far faster than Decimal objects
+            for table in tables:
+                answer = self._conn.recv()
+                if isinstance(answer, _Failed):
+                    raise RuntimeError(f"Great Expectations could not validate raw.{table}: {answer.error}")
+                answers.append(answer)
+        except (EOFError, OSError) as exc:
+            self._process.join(1.0)
+            raise RuntimeError(
+                f"the Great Expectations process ended (exit code {self._process.exitcode}) before it validated"
+                f" raw.{tables[len(answers)]}: re-run the extracts; the run's compute logs hold its output"
+            ) from exc
+        return answers
+
+    def close(self, timeout: float = 10.0) -> None:
+        """End the process: told to end once it answered what it was sent; one that validated nothing (the run
+        ended before its checks) is only importing GX and is terminated at once."""
+        if self._used:
+            try:
+                self._conn.send(None)
+            except OSError:
+                pass
+        self._conn.close()
+        self._process.join(timeout if self._used else 0.0)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join()
+        self.exitcode = self._process.exitcode
+        self._process.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: str
+
+
+def _serve(conn: Any, parent_end: Any, parent: int) -> None:
+    """The forked child: import GX, then validate what comes through ``conn`` until told to end."""
+    parent_end.close()
+    _release_inherited_descriptors(keep={conn.fileno()})
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import great_expectations  # noqa: F401  (the point of this process: GX imported while the run extracts)
+
+    while True:
+        while not conn.poll(1.0):
+            if os.getppid() != parent:  # the run process is gone
+                return
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        table, frame = message
+        try:
+            answer: Validation | _Failed = validate(table, frame)
+        except Exception as exc:  # reported to the check, which fails the step with it
+            answer = _Failed(f"{type(exc).__name__}: {exc}")
+        conn.send(answer)
+
+
+def _release_inherited_descriptors(keep: set[int]) -> None:
+    """Point every descriptor this forked child inherited (but stdio and ``keep``) at /dev/null: the open files,
+    sockets and pipe ends of the parent are released, their numbers stay taken (an object of the parent's that
+    still names one never reaches a file this process opens later)."""
+    if not sys.platform.startswith("linux"):
+        return
+    inherited = [int(name) for name in os.listdir("/proc/self/fd")]
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in inherited:
+            if fd > 2 and fd not in keep and fd != null:
+                try:
+                    os.fstat(fd)
+                except OSError:  # the directory listing's own descriptor, closed since
+                    continue
+                os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+def can_fork_validation() -> bool:
+    return sys.platform.startswith("linux") and hasattr(os, "fork")
+
+
+class QualityResource(ConfigurableResource):  # type: ignore[type-arg]
+    """Great Expectations for the extracts' blocking checks. A run that checks forks its
+    :class:`ValidationProcess` as the run starts, so GX is imported on the other core while the extracts load;
+    where the platform cannot fork (or ``in_process`` is set), the checks validate in the run process."""
+
+    in_process: bool = False
+
+    _validator: ValidationProcess | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        if not self.in_process and can_fork_validation():
+            self._validator = ValidationProcess()
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        validator, self._validator = self._validator, None
+        if validator is not None:
+            validator.close()
+
+    def validate_all(self, frames: Sequence[tuple[str, pd.DataFrame]]) -> list[Validation]:
+        """Each table's frame validated with its expectations, in order."""
+        if self._validator is None:
+            return [validate(table, frame) for table, frame in frames]
+        return self._validator.validate_all(frames)

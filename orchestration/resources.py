@@ -115,10 +115,17 @@ class WarehouseResource(ConfigurableResource):  # type: ignore[type-arg]
     def frame(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
         """A query's rows as pandas, from the deployment's engine; ``sql`` is written in the SQL both share, with
         ``?`` placeholders."""
+        return self.frames([(sql, params)])[0]
+
+    def frames(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[pd.DataFrame]:
+        """Each query's rows as pandas (as :meth:`frame`), read over one connection."""
         if not self.is_postgres():
             with self.connect() as duck:
-                return duck.execute(sql, list(params)).df()
+                return [duck.execute(sql, list(params)).df() for sql, params in queries]
+        out = []
         with psycopg.connect(self.url()) as conn, conn.cursor() as cursor:
-            cursor.execute(sql.replace("?", "%s"), list(params))
-            columns = [d.name for d in cursor.description or []]
-            return pd.DataFrame(cursor.fetchall(), columns=columns)
+            for sql, params in queries:
+                cursor.execute(sql.replace("?", "%s"), list(params))
+                columns = [d.name for d in cursor.description or []]
+                out.append(pd.DataFrame(cursor.fetchall(), columns=columns))
+        return out

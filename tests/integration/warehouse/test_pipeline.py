@@ -19,7 +19,8 @@ import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
 
 from orchestration.definitions import defs
-from orchestration.extract_assets import EXTRACT_ASSETS, PARTITIONED
+from orchestration.extract_assets import EXTRACT_ASSETS, PARTITIONED, RAW_CHECKS
+from orchestration.quality import QualityResource
 from orchestration.resources import PostgresResource, WarehouseResource
 from orchestration.transform_assets import (
     CHANGED_ROWS,
@@ -39,7 +40,7 @@ from warehouse.store import WarehouseStore, attach_marts, marts_path_for
 
 pytestmark = pytest.mark.integration
 
-ALL_ASSETS = [*EXTRACT_ASSETS, patriot_dbt_models, published_warehouse]
+ALL_ASSETS = [*EXTRACT_ASSETS, *RAW_CHECKS, patriot_dbt_models, published_warehouse]
 
 
 @dataclass
@@ -54,20 +55,25 @@ class Pipeline:
             "postgres": PostgresResource(database_url=self.database_url),
             "warehouse": warehouse,
             "dbt": dbt_resource(warehouse=warehouse),
+            "quality": QualityResource(),
         }
 
     def run(self, instance: DagsterInstance) -> tuple[bool, bool]:
         """Extract every day of the fund in one run, then dimensions + dbt + publish; (extract ok, marts ok)."""
         days = {"dagster/asset_partition_range_start": self.fund.start.date().isoformat()}
         days["dagster/asset_partition_range_end"] = self.fund.end.date().isoformat()
-        partitioned = [a for a in EXTRACT_ASSETS if a.key.path[-1] in PARTITIONED]
+        partitioned = [a.key for a in EXTRACT_ASSETS if a.key.path[-1] in PARTITIONED]  # with their checks
         extract = materialize(
-            partitioned, resources=self.resources(), instance=instance, tags=days, raise_on_error=False
+            ALL_ASSETS,
+            selection=partitioned,
+            resources=self.resources(),
+            instance=instance,
+            tags=days,
+            raise_on_error=False,
         )
-        rest = [a for a in ALL_ASSETS if a not in partitioned]
         marts = materialize(
             ALL_ASSETS,
-            selection=[k for a in rest for k in a.keys],
+            selection=[k for a in ALL_ASSETS for k in a.keys if k not in partitioned],
             resources=self.resources(),
             instance=instance,
             raise_on_error=False,

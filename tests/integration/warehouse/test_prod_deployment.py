@@ -26,8 +26,9 @@ import psycopg
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
-from orchestration.extract_assets import EXTRACT_ASSETS, PARTITIONED
+from orchestration.extract_assets import EXTRACT_ASSETS, PARTITIONED, RAW_CHECKS
 from orchestration.prod_marts import PYTHON_MARTS, python_marts
+from orchestration.quality import QualityResource
 from orchestration.resources import ROOT, PostgresResource, WarehouseResource
 from orchestration.transform_assets import DBT_DIR, dbt_env, dbt_executable, dbt_resource, patriot_dbt_models
 from orchestration.transform_assets import published_warehouse as published
@@ -115,10 +116,13 @@ def deployments(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> I
                 "postgres": PostgresResource(database_url=platform_url),
                 "warehouse": warehouse,
                 "dbt": dbt_resource("postgres", warehouse),
+                "quality": QualityResource(),
             }
             first, last = _days(platform_url)
             partitioned = [a for a in EXTRACT_ASSETS if a.key.path[-1] in PARTITIONED]
             rest = [a for a in EXTRACT_ASSETS if a not in partitioned] + [patriot_dbt_models, published]
+            everything = [*partitioned, *rest, *RAW_CHECKS]
+            extracts = [a.key for a in partitioned]  # with their checks
             runs_ok = {}
             with DagsterInstance.ephemeral() as instance:
                 tags = {
@@ -130,14 +134,14 @@ def deployments(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> I
                     done = materialize(assets, resources=resources, instance=instance, raise_on_error=False, **options)
                     return done.success
 
-                runs_ok["extract"] = run(partitioned, tags=tags)
-                runs_ok["dbt"] = run([*partitioned, *rest], selection=[k for a in rest for k in a.keys])
+                runs_ok["extract"] = run(everything, selection=extracts, tags=tags)
+                runs_ok["dbt"] = run(everything, selection=[k for a in rest for k in a.keys])
                 runs_ok["python_marts"] = run([python_marts])
                 first_counts = _raw_counts(warehouse_url)
                 with psycopg.connect(warehouse_url) as conn:
                     logged = conn.execute("SELECT count(*) FROM raw._extract_log").fetchone()[0]  # type: ignore[index]
                 middle = first + timedelta(days=(last - first).days // 2)
-                runs_ok["again"] = run(partitioned, partition_key=middle.isoformat())
+                runs_ok["again"] = run(everything, selection=extracts, partition_key=middle.isoformat())
                 second_counts = _raw_counts(warehouse_url)
                 with psycopg.connect(warehouse_url) as conn:
                     relogged = conn.execute("SELECT count(*) FROM raw._extract_log").fetchone()[0]  # type: ignore[index]
