@@ -12,10 +12,11 @@ dimensions, the marts with their dbt tests on the rows the build changed, publis
 checks and the tags its schedule gives it) in a fresh process, as Dagster's run worker starts one per run: the
 process loads the code location and resolves the job first (not timed, as Dagster's own run duration starts
 after it) and everything the run itself does is timed, imports it makes on the way included (Great
-Expectations, the rest of dbt); ``incremental_late_s`` = the same with 1,000 late fills instead
-(recorded now, happened earlier in the last day: books are matched again from their first fill, the day's
-hours restated); ``incremental_warm_s`` = another hour in this process, which has already run everything once;
-``extract_rows_per_s`` = rows moved by the full extract / its time. The last line is one JSON object.
+Expectations, in the process the run forks for its checks; the rest of dbt); ``incremental_late_s`` = the same
+with 1,000 late fills instead (recorded now, happened earlier in the last day: books are matched again from
+their first fill, the day's hours restated); ``incremental_warm_s`` = another hour in this process, which has
+already run everything once; ``extract_rows_per_s`` = rows moved by the full extract / its time. The last line
+is one JSON object.
 """
 
 from __future__ import annotations
