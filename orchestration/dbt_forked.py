@@ -22,6 +22,7 @@ cannot fork (``os.fork`` missing), the resource runs dagster-dbt's subprocess in
 from __future__ import annotations
 
 import gc
+import hashlib
 import multiprocessing.process
 import multiprocessing.util
 import os
@@ -43,11 +44,13 @@ from dagster_dbt.core import resource as dagster_dbt_resource
 from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation, _get_dbt_target_path
 
 __all__ = [
+    "PARSE_STATES",
     "DbtChild",
     "ForkedDbtCliInvocation",
     "Prepared",
     "can_fork",
     "forked_invocations",
+    "parse_state_key",
     "scoped_environ",
     "shared_parse_state",
 ]
@@ -358,7 +361,7 @@ class ForkedDbtCliInvocation(DbtCliInvocation):
         cls, args: Sequence[str], env: dict[str, str], project_dir: Path, target_path: Path, **kwargs: Any
     ) -> DbtCliInvocation:
         # as dagster-dbt does: seed the invocation's target path with the project's partial-parse state
-        state = shared_parse_state(project_dir)
+        state = shared_parse_state(project_dir, env)
         seeded = target_path / "partial_parse.msgpack"
         if state.exists() and not seeded.exists():
             seeded.parent.mkdir(parents=True, exist_ok=True)
@@ -369,10 +372,27 @@ class ForkedDbtCliInvocation(DbtCliInvocation):
         return cls(process=process, project=project, project_dir=project_dir, target_path=target_path, **kwargs)  # type: ignore[arg-type]
 
 
-def shared_parse_state(project_dir: Path) -> Path:
-    """The project's partial-parse state, which each invocation's target path starts from."""
+PARSE_STATES = "parse_states"  # under the project's target path: the state of each environment's last build
+
+
+def parse_state_key(env: Mapping[str, str]) -> str:
+    """The environment a partial-parse state belongs to: the platform's variables (``PATRIOT_*``: the warehouse
+    files the profile connects to, the test scope, the deployment). dbt refuses a state parsed with another
+    profile and parses the whole project again (about 3 s of CPU)."""
+    relevant = sorted((key, value) for key, value in env.items() if key.startswith("PATRIOT_"))
+    return hashlib.sha256(orjson.dumps(relevant)).hexdigest()[:16]
+
+
+def shared_parse_state(project_dir: Path, env: Mapping[str, str] | None = None) -> Path:
+    """The partial-parse state an invocation's target path starts from: the one the last build in the same
+    environment left (``env``), else the last build's, whichever environment it had."""
     shared = _get_dbt_target_path()
-    return (shared if shared.is_absolute() else project_dir / shared) / "partial_parse.msgpack"
+    shared = shared if shared.is_absolute() else project_dir / shared
+    if env is not None:
+        own = shared / PARSE_STATES / f"{parse_state_key(env)}.msgpack"
+        if own.exists():
+            return own
+    return shared / "partial_parse.msgpack"
 
 
 _PREPARED: list[DbtChild] = []  # the child the next invocation runs in (set while _SWAP is held)

@@ -30,10 +30,12 @@ from packaging.version import Version
 from pydantic import PrivateAttr
 
 from orchestration.dbt_forked import (
+    PARSE_STATES,
     DbtChild,
     Prepared,
     can_fork,
     forked_invocations,
+    parse_state_key,
     scoped_environ,
     shared_parse_state,
 )
@@ -127,10 +129,11 @@ def patriot_dbt_models(
         )
     # dagster-dbt hands dbt this process's environment; it is this build's only while the build runs (a later
     # build in the same process, or anything else it runs, must not inherit this one's warehouse or test scope)
-    with scoped_environ(build_env(warehouse, context.run.tags)):
+    env = build_env(warehouse, context.run.tags)
+    with scoped_environ(env):
         invocation = dbt.cli(["build"], context=context)
         yield from invocation.stream()
-    keep_parse_state(invocation.target_path, DBT_DIR / "target")
+    keep_parse_state(invocation.target_path, DBT_DIR / "target", env=env)
 
 
 def build_env(warehouse: WarehouseResource, tags: Mapping[str, str]) -> dict[str, str]:
@@ -158,22 +161,38 @@ def dbt_test_scope(tags: Mapping[str, str]) -> str:
 KEPT_RUN_DIRS = 24
 
 
-def keep_parse_state(run_target: Path, shared: Path, keep: int = KEPT_RUN_DIRS) -> None:
-    """After a build: its ``partial_parse.msgpack`` becomes the one the next build starts from, and only the
-    newest ``keep`` per-run target directories stay.
+KEPT_PARSE_STATES = 8
+
+
+def keep_parse_state(
+    run_target: Path, shared: Path, keep: int = KEPT_RUN_DIRS, env: Mapping[str, str] | None = None
+) -> None:
+    """After a build: its ``partial_parse.msgpack`` becomes the one the next build in the same environment
+    (``env``) starts from, and the one any build starts from that has none of its own; only the newest ``keep``
+    per-run target directories stay.
 
     dagster-dbt gives each invocation a target directory of its own and seeds it with ``target/``'s parse state,
     which ``dbt parse`` wrote with the checkout's default profile: with the warehouse file of this deployment
     the profile differs, dbt refuses that state and parses the whole project again (about 3 s here) on every
-    run. The state a build leaves matches this deployment's profile; dbt still checks every file's checksum
-    against it, so an edited model is re-parsed. Each run's directory (compiled SQL, run_results.json) is kept
-    for inspection, the newest ``keep`` of them, instead of one more per run for ever.
+    run. The state a build leaves matches its profile; it is kept per environment (``target/parse_states/``,
+    the newest ``KEPT_PARSE_STATES``), so a build with another warehouse (the tests, another deployment in the
+    same checkout) does not cost the next hourly build a whole parse. dbt still checks every file's checksum
+    against the state, so an edited model is re-parsed. Each run's directory (compiled SQL, run_results.json) is
+    kept for inspection, the newest ``keep`` of them, instead of one more per run for ever.
     """
     state = run_target / "partial_parse.msgpack"
     if state.exists():
-        staged = shared / f".partial_parse.{os.getpid()}.msgpack"
-        shutil.copyfile(state, staged)
-        os.replace(staged, shared / "partial_parse.msgpack")
+        targets = [shared / "partial_parse.msgpack"]
+        if env is not None:
+            (shared / PARSE_STATES).mkdir(parents=True, exist_ok=True)
+            targets.append(shared / PARSE_STATES / f"{parse_state_key(env)}.msgpack")
+        for target in targets:
+            staged = target.with_name(f".partial_parse.{os.getpid()}.msgpack")
+            shutil.copyfile(state, staged)
+            os.replace(staged, target)
+        kept = sorted((shared / PARSE_STATES).glob("*.msgpack"), key=lambda p: p.stat().st_mtime)
+        for old_state in kept[:-KEPT_PARSE_STATES]:
+            old_state.unlink(missing_ok=True)
     runs = sorted(
         (p for p in run_target.parent.glob(f"{run_target.name.rsplit('-', 2)[0]}-*") if p.is_dir()),
         key=lambda p: p.stat().st_mtime,
@@ -257,12 +276,13 @@ class PatriotDbtResource(DbtCliResource):
         if self.warehouse is None or not self._forks():
             return
         tags = context.run.tags if context.run is not None else {}
+        prepare_env = build_env(self.warehouse, tags)
         prepare = Prepared(
-            env=build_env(self.warehouse, tags),
+            env=prepare_env,
             profiles_dir=str(self.profiles_dir or self.project_dir),
             target=self.target,
             profile=self.profile,
-            state=shared_parse_state(Path(self.project_dir)),
+            state=shared_parse_state(Path(self.project_dir), prepare_env),
         )
         self._prepared = DbtChild(Path(self.project_dir), prepare)
 

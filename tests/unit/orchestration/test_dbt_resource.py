@@ -22,10 +22,11 @@ from dagster import build_resources
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 from packaging.version import Version
 
-from orchestration.dbt_forked import DbtChild, scoped_environ
+from orchestration.dbt_forked import PARSE_STATES, DbtChild, parse_state_key, scoped_environ, shared_parse_state
 from orchestration.resources import ROOT, WarehouseResource
 from orchestration.transform_assets import (
     CHANGED_ROWS,
+    KEPT_PARSE_STATES,
     TEST_SCOPE_TAG,
     build_env,
     dbt_env,
@@ -79,6 +80,42 @@ def test_a_build_leaves_its_parse_state_and_only_the_newest_run_directories(tmp_
     assert sorted(p.name for p in shared.iterdir() if p.is_dir()) == sorted([*(r.name for r in runs[-3:]), "postgres"])
     assert (shared / "manifest.json").exists()
     assert not list(shared.glob(".partial_parse.*"))
+
+
+def test_each_environment_starts_from_the_state_its_own_last_build_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build with another warehouse (the tests, another deployment in the checkout) leaves its own state: the
+    next build with this deployment's warehouse starts from this deployment's, not from one dbt would refuse."""
+    shared = tmp_path / "target"
+    monkeypatch.setenv("DBT_TARGET_PATH", str(shared))
+    deployed = {"PATRIOT_WAREHOUSE_PATH": "/srv/patriot/working.duckdb", "PATRIOT_DBT_TESTS": "changed_rows"}
+    tests = {"PATRIOT_WAREHOUSE_PATH": "/tmp/pytest-1/working.duckdb", "PATRIOT_DBT_TESTS": "all"}
+    for name, env in (("deployed", deployed), ("tests", tests)):
+        run = shared / f"patriot_dbt_models-{name}-0000001"
+        run.mkdir(parents=True)
+        (run / "partial_parse.msgpack").write_bytes(f"parsed for {name}".encode())
+        keep_parse_state(run, shared, env=env)
+
+    assert shared_parse_state(tmp_path, deployed).read_bytes() == b"parsed for deployed"
+    assert shared_parse_state(tmp_path, tests).read_bytes() == b"parsed for tests"
+    other = {"PATRIOT_WAREHOUSE_PATH": "/elsewhere/working.duckdb"}  # none of its own yet: the last build's
+    assert shared_parse_state(tmp_path, other) == shared / "partial_parse.msgpack"
+    assert (shared / "partial_parse.msgpack").read_bytes() == b"parsed for tests"
+    assert parse_state_key({**deployed, "HOME": "/root"}) == parse_state_key(deployed)  # only PATRIOT_* count
+
+
+def test_only_the_newest_environments_states_are_kept(tmp_path: Path) -> None:
+    shared = tmp_path / "target"
+    for n in range(KEPT_PARSE_STATES + 3):
+        run = shared / f"patriot_dbt_models-env{n}-0000001"
+        run.mkdir(parents=True)
+        (run / "partial_parse.msgpack").write_bytes(b"state")
+        keep_parse_state(run, shared, env={"PATRIOT_WAREHOUSE_PATH": f"/w{n}"})
+        os.utime(shared / PARSE_STATES / f"{parse_state_key({'PATRIOT_WAREHOUSE_PATH': f'/w{n}'})}.msgpack", (n, n))
+    kept = {p.name for p in (shared / PARSE_STATES).glob("*.msgpack")}
+    assert len(kept) == KEPT_PARSE_STATES
+    assert f"{parse_state_key({'PATRIOT_WAREHOUSE_PATH': f'/w{KEPT_PARSE_STATES + 2}'})}.msgpack" in kept
 
 
 def test_a_build_without_parse_state_replaces_nothing(tmp_path: Path) -> None:
