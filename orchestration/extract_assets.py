@@ -120,8 +120,8 @@ EXTRACT_ASSETS = [build_extract_asset(t) for t in (*PARTITIONED, *WHOLE)]
 def raw_quality(
     context: AssetCheckExecutionContext, warehouse: WarehouseResource, quality: QualityResource
 ) -> Iterator[AssetCheckResult]:
-    """One step after the run's extracts (a step per extract cost more in Dagster's handling than the checks
-    themselves); the validations run in the quality resource's process, which imported GX while they loaded."""
+    """One step after the run's extracts (where each extract's own step validated, the first one waited for the
+    GX import): the validations run in the quality resource's process, which imported GX while they loaded."""
     tables = sorted(key.asset_key.path[-1] for key in context.selected_asset_check_keys)
     days = _run_days(context) if any(table in PARTITIONED for table in tables) else []
     frames = warehouse.frames([_validation_query(t, days if t in PARTITIONED else [None]) for t in tables])
