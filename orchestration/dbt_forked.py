@@ -49,6 +49,7 @@ __all__ = [
     "ForkedDbtCliInvocation",
     "Prepared",
     "can_fork",
+    "environment_parse_state",
     "forked_invocations",
     "parse_state_key",
     "scoped_environ",
@@ -383,13 +384,18 @@ def parse_state_key(env: Mapping[str, str]) -> str:
     return hashlib.sha256(orjson.dumps(relevant)).hexdigest()[:16]
 
 
+def environment_parse_state(shared: Path, env: Mapping[str, str]) -> Path:
+    """Where the state of the last build in ``env`` is kept, under the project's target path ``shared``."""
+    return shared / PARSE_STATES / f"{parse_state_key(env)}.msgpack"
+
+
 def shared_parse_state(project_dir: Path, env: Mapping[str, str] | None = None) -> Path:
     """The partial-parse state an invocation's target path starts from: the one the last build in the same
     environment left (``env``), else the last build's, whichever environment it had."""
     shared = _get_dbt_target_path()
     shared = shared if shared.is_absolute() else project_dir / shared
     if env is not None:
-        own = shared / PARSE_STATES / f"{parse_state_key(env)}.msgpack"
+        own = environment_parse_state(shared, env)
         if own.exists():
             return own
     return shared / "partial_parse.msgpack"

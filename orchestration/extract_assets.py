@@ -10,7 +10,7 @@ stops the marts from being rebuilt on it.
 import os
 import time
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -48,10 +48,15 @@ def raw_key(table: str) -> AssetKey:
     return AssetKey(["raw", table])
 
 
+def _days_between(start: datetime, end: datetime) -> list[date | None]:
+    """The UTC days of a window of daily partitions (``end`` exclusive)."""
+    first, last = start.date(), end.date()
+    return [first + timedelta(days=n) for n in range((last - first).days)]
+
+
 def _days(context: AssetExecutionContext) -> list[date | None]:
     window = context.partition_time_window
-    first, last = window.start.date(), window.end.date()
-    return [first + timedelta(days=n) for n in range((last - first).days)]
+    return _days_between(window.start, window.end)
 
 
 def _run_days(context: AssetCheckExecutionContext) -> list[date | None]:
@@ -60,9 +65,8 @@ def _run_days(context: AssetCheckExecutionContext) -> list[date | None]:
     if not (run.has_partition_key or run.has_partition_key_range):
         raise ValueError("a partitioned extract is checked in a run without a partition: run its extract with it")
     keys = run.partition_key_range
-    first = DAILY.time_window_for_partition_key(keys.start).start.date()
-    last = DAILY.time_window_for_partition_key(keys.end).start.date()
-    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    first, last = (DAILY.time_window_for_partition_key(key) for key in (keys.start, keys.end))
+    return _days_between(first.start, last.end)
 
 
 def _validation_query(table: str, days: list[date | None]) -> tuple[str, list[date]]:

@@ -110,6 +110,11 @@ def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
 def validate(table: str, frame: pd.DataFrame) -> Validation:
     """Run the table's expectations on ``frame`` in this process; each failure is described by its expectation
     and count."""
+    return _validate_numeric(table, _numeric(frame))
+
+
+def _validate_numeric(table: str, frame: pd.DataFrame) -> Validation:
+    """:func:`validate` of a frame whose decimals are floats already."""
     import great_expectations as gx
 
     expectations = _EXPECTATIONS.get(table, [])
@@ -126,7 +131,7 @@ def validate(table: str, frame: pd.DataFrame) -> Validation:
         context.data_sources.add_pandas(f"raw_{table}")
         .add_dataframe_asset(table)
         .add_batch_definition_whole_dataframe("extract")
-        .get_batch(batch_parameters={"dataframe": _numeric(frame)})
+        .get_batch(batch_parameters={"dataframe": frame})
     )
     suite = gx.ExpectationSuite(name=f"raw_{table}")
     for name, kwargs in expectations:
@@ -204,8 +209,8 @@ class ValidationProcess:
         return answers  # type: ignore[return-value]
 
     def close(self, timeout: float = 10.0) -> None:
-        """End the process: told to end once it answered what it was sent; one that validated nothing (the run
-        ended before its checks) is only importing GX and is terminated at once."""
+        """End the process: told to end once it answered what it was sent; one that validated nothing (it may
+        still be importing GX) or whose pipe is out of step is terminated at once."""
         if self._used and not self._broken:
             try:
                 self._conn.send(None)
@@ -244,7 +249,7 @@ def _serve(conn: Any, parent_end: Any, parent: int) -> None:
             return
         table, frame = message
         try:
-            answer: Validation | _Failed = validate(table, frame)
+            answer: Validation | _Failed = _validate_numeric(table, frame)  # made numeric before it was sent
         except Exception as exc:  # reported to the check, which fails the step with it
             answer = _Failed(f"{type(exc).__name__}: {exc}")
         conn.send(answer)

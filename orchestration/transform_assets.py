@@ -34,8 +34,8 @@ from orchestration.dbt_forked import (
     DbtChild,
     Prepared,
     can_fork,
+    environment_parse_state,
     forked_invocations,
-    parse_state_key,
     scoped_environ,
     shared_parse_state,
 )
@@ -184,8 +184,8 @@ def keep_parse_state(
     if state.exists():
         targets = [shared / "partial_parse.msgpack"]
         if env is not None:
-            (shared / PARSE_STATES).mkdir(parents=True, exist_ok=True)
-            targets.append(shared / PARSE_STATES / f"{parse_state_key(env)}.msgpack")
+            targets.append(environment_parse_state(shared, env))
+            targets[-1].parent.mkdir(parents=True, exist_ok=True)
         for target in targets:
             staged = target.with_name(f".partial_parse.{os.getpid()}.msgpack")
             shutil.copyfile(state, staged)

@@ -160,11 +160,10 @@ def test_a_dead_validation_process_is_replaced_at_the_next_run() -> None:
         assert resources.quality.validate_all([("users", pd.DataFrame({"id": [1, 2]}))])[0].success
 
 
+@forks
 def test_a_failed_validation_keeps_the_pipe_in_step(monkeypatch: pytest.MonkeyPatch) -> None:
     """A frame the child cannot validate is reported for its table, and the answers to the frames sent with it are
     read, not left for the next run to take as its own."""
-    if not can_fork_validation():
-        pytest.skip("the validation process is forked (Linux)")
     # an expectation GX does not have: the forked child (a copy of this process) raises on this table's frame
     monkeypatch.setitem(quality._EXPECTATIONS, "broken", [("ExpectNoSuchThing", {"column": "id"})])
     process = ValidationProcess()
