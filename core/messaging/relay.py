@@ -22,13 +22,18 @@ from core.runtime.faults import FaultPlan
 
 RELAY_LOCK_ID = 0x50415452494F54  # "PATRIOT"
 
+# ``outbox.txid``, qualified: a bare ``txid`` in ORDER BY names the output column ``txid::text`` (an output name wins
+# over an input column there), which sorted the transaction ids as text ("1000" before "999").
 _FETCH = (
     "SELECT id, stream, partition_key, event_id, payload, created_at, txid::text FROM outbox "
-    "WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY txid, id LIMIT %s"
+    "WHERE txid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY outbox.txid, outbox.id LIMIT %s"
 )
-# Every row up to the last one published: all of them were visible to the fetch, since their transactions had
-# finished, so this deletes exactly the published batch (with no list of ids to send).
-_DELETE = "DELETE FROM outbox WHERE (txid, id) <= (%s::xid8, %s)"
+# Exactly the rows just published, by primary key: never a range, which would also remove any row inside it the
+# fetch did not return.
+_DELETE = (
+    "DELETE FROM outbox o USING unnest(%s::xid8[], %s::bigint[]) AS published(txid, id) "
+    "WHERE o.txid = published.txid AND o.id = published.id"
+)
 
 log = structlog.get_logger(__name__)
 
@@ -100,8 +105,7 @@ class OutboxRelay:
             )
         await pipe.execute()
         self._faults.maybe_crash("relay.after_publish")
-        last = rows[-1]
-        await conn.execute(_DELETE, (last[6], last[0]))
+        await conn.execute(_DELETE, ([r[6] for r in rows], [r[0] for r in rows]))
         self._record(rows)
         return len(rows)
 
