@@ -25,6 +25,7 @@ from redis.exceptions import ResponseError
 
 from core.domain.messages import Event
 from core.messaging.codec import Codec, MalformedMessage
+from core.messaging.reconnect import Reconnects, connection_lost
 from core.messaging.streams import Stream, StreamNames
 from core.observability.context import correlation_scope
 from core.observability.metrics import Metrics
@@ -83,6 +84,7 @@ class StreamConsumer:
         self._attempts: dict[tuple[str, str], int] = {}
         self._retry_due: dict[tuple[str, str], tuple[float, Entry]] = {}
         self._last_claim = 0.0
+        self._reconnects = Reconnects(metrics, f"consumer.{config.group}")
 
     async def setup(self) -> None:
         """Create the consumer group on every shard (from the stream's start, so nothing before it is missed)."""
@@ -94,11 +96,29 @@ class StreamConsumer:
                     raise
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.setup()
-        await self.recover_own_pending()
-        log.info("consumer started", group=self.config.group, consumer=self.config.consumer_name)
+        """Consume until ``stop`` is set, reconnecting by itself when PostgreSQL or Redis drops a connection.
+
+        After a reconnect the consumer re-reads what it had read and not acknowledged (an effect whose commit
+        reply was lost is found in ``processed_messages`` and skipped), so nothing waits for ``claim_idle_ms``.
+        """
+        started = False
         while not stop.is_set():
-            await self.poll_once()
+            try:
+                await self.setup()
+                await self.recover_own_pending()
+                if not started:
+                    log.info("consumer started", group=self.config.group, consumer=self.config.consumer_name)
+                    started = True
+                while not stop.is_set():
+                    await self.poll_once()
+                    self._reconnects.backoff.reset()
+            except Exception as exc:
+                backend = connection_lost(exc)
+                if backend is None:
+                    raise
+                self._reconnects.count(backend)
+                log.warning("consumer lost its connection; reconnecting", backend=backend, error=repr(exc))
+                await self._reconnects.wait(stop)
 
     async def recover_own_pending(self) -> int:
         """After a restart under the same name, re-deliver what this consumer had read but not acknowledged."""
@@ -190,6 +210,8 @@ class StreamConsumer:
             await self._apply(decoded)
             self._faults.maybe_crash(f"consumer.{self.config.group}.before_ack")
         except Exception as exc:
+            if connection_lost(exc):  # not the handler's fault: no attempt is spent, run() reconnects
+                raise
             if len(decoded) == 1:
                 await self._failed(decoded[0], exc)
                 return
@@ -198,6 +220,8 @@ class StreamConsumer:
                 try:
                     await self._apply([item])
                 except Exception as item_exc:
+                    if connection_lost(item_exc):
+                        raise
                     await self._failed(item, item_exc)
                     continue
                 await self._ack([item])

@@ -16,11 +16,13 @@ import psycopg
 import structlog
 from redis.asyncio import Redis
 
+from core.messaging.reconnect import Reconnects, connection_lost
 from core.messaging.streams import StreamNames
 from core.observability.metrics import Metrics
 from core.runtime.faults import FaultPlan
 
 RELAY_LOCK_ID = 0x50415452494F54  # "PATRIOT"
+_CONNECT_TIMEOUT_S = 5
 
 # ``outbox.txid``, qualified: a bare ``txid`` in ORDER BY names the output column ``txid::text`` (an output name wins
 # over an input column there), which sorted the transaction ids as text ("1000" before "999").
@@ -59,14 +61,37 @@ class OutboxRelay:
         self._poll_interval_s = poll_interval_s
         self._maxlen = stream_maxlen
         self._faults = faults or FaultPlan()
+        self._reconnects = Reconnects(metrics, "relay")
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Publish until ``stop`` is set; waits as a standby while another relay holds the lock."""
-        async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+        """Publish until ``stop`` is set; waits as a standby while another relay holds the lock.
+
+        A lost PostgreSQL or Redis connection is counted and reconnected after a backoff; the lock went with the
+        old session, so the relay competes for it again (rows published but not yet deleted are published again
+        and dropped by the consumers as duplicates).
+        """
+        while not stop.is_set():
+            try:
+                await self._run_session(stop)
+            except Exception as exc:
+                backend = connection_lost(exc)
+                if backend is None:
+                    raise
+                self._reconnects.count(backend)
+                log.warning("outbox relay lost its connection; reconnecting", backend=backend, error=repr(exc))
+                await self._reconnects.wait(stop)
+
+    async def _run_session(self, stop: asyncio.Event) -> None:
+        """One database session: take the lock, then publish until stopped or the connection fails."""
+        connecting = psycopg.AsyncConnection.connect(self._url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
+        async with await connecting as conn:
             await self._become_leader(conn, stop)
+            if stop.is_set():
+                return
             log.info("outbox relay publishing", batch_size=self._batch_size)
             while not stop.is_set():
                 published = await self.publish_batch(conn)
+                self._reconnects.backoff.reset()
                 if published < self._batch_size:
                     try:
                         await asyncio.wait_for(stop.wait(), self._poll_interval_s)
