@@ -306,4 +306,6 @@ processed_messages = Table(
     Column("event_id", UUID(as_uuid=True), nullable=False),
     Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("consumer", "event_id", name="pk_processed_messages"),
+    # the consumer's retention prune: its own group's oldest rows first
+    Index("ix_processed_messages_consumer_processed_at", "consumer", "processed_at"),
 )

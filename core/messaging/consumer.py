@@ -36,6 +36,12 @@ Handler = Callable[[Event, UnitOfWork], Awaitable[None]]
 Entry = tuple[str, str, dict[bytes, bytes]]  # (stream key, message id, fields)
 
 _DEDUPE = "INSERT INTO processed_messages (consumer, event_id) VALUES {} ON CONFLICT DO NOTHING RETURNING event_id"
+# One small batch of this group's expired rows per statement (oldest first, by the consumer/processed_at index), so
+# pruning never holds many row locks or one long transaction.
+_PRUNE = (
+    "DELETE FROM processed_messages WHERE (consumer, event_id) IN (SELECT consumer, event_id FROM processed_messages "
+    "WHERE consumer = %s AND processed_at < now() - make_interval(secs => %s) ORDER BY processed_at LIMIT %s)"
+)
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +57,11 @@ class ConsumerConfig:
     max_deliveries: int = 5
     claim_idle_ms: int = 30_000
     retry_delay_s: float = 0.05
+    # Dedupe rows are kept far longer than any redelivery: a claim after claim_idle_ms, retries, and a relay that
+    # republishes rows it published just before a crash after being down for a long time.
+    dedupe_retention_s: float = 7 * 86_400
+    prune_interval_s: float = 300.0
+    prune_batch: int = 1000
 
 
 @dataclass(slots=True)
@@ -84,6 +95,10 @@ class StreamConsumer:
         self._attempts: dict[tuple[str, str], int] = {}
         self._retry_due: dict[tuple[str, str], tuple[float, Entry]] = {}
         self._last_claim = 0.0
+        self._last_prune = time.monotonic()
+        self._pruned = metrics.counter(
+            "patriot_bus_dedupe_pruned_total", "Dedupe rows removed after the retention", ("consumer",)
+        )
         self._reconnects = Reconnects(metrics, f"consumer.{config.group}")
 
     async def setup(self) -> None:
@@ -135,6 +150,9 @@ class StreamConsumer:
         if (now - self._last_claim) * 1000 >= self.config.claim_idle_ms / 2:
             self._last_claim = now
             handled += await self.claim_abandoned()
+        if now - self._last_prune >= self.config.prune_interval_s:
+            self._last_prune = now
+            await self.prune_processed()
         streams: dict[str, str] = dict.fromkeys(self._keys, ">")
         reply = await self._redis.xreadgroup(
             self.config.group,
@@ -148,6 +166,24 @@ class StreamConsumer:
         if 0 < len(entries) < self.config.batch_size // 4 and self.config.linger_ms:
             await asyncio.sleep(self.config.linger_ms / 1000)
         return handled + len(entries)
+
+    async def prune_processed(self, max_batches: int = 10) -> int:
+        """Remove this group's dedupe rows older than the retention, a small batch per transaction; returns how
+        many (at most ``max_batches`` batches per call, so a large backlog of expired rows is spread over calls)."""
+        removed = 0
+        for _ in range(max_batches):
+            async with self._uow_factory(transactional=True) as uow:
+                conn = await uow.connection()
+                cur = await conn.execute(
+                    _PRUNE, (self.config.group, self.config.dedupe_retention_s, self.config.prune_batch)
+                )
+                await conn.commit()
+            removed += max(cur.rowcount, 0)
+            if cur.rowcount < self.config.prune_batch:
+                break
+        if removed:
+            self._pruned.labels(consumer=self.config.group).inc(removed)
+        return removed
 
     async def claim_abandoned(self) -> int:
         """Take over messages another consumer read and never acknowledged within ``claim_idle_ms``."""

@@ -263,3 +263,36 @@ async def test_a_refused_command_is_counted_and_logged_as_information_not_as_an_
         "patriot_commands_failed_total", {"command": "DefineStrategy", "error": "NameTaken"}
     )
     assert failed == 1
+
+
+async def test_dedupe_rows_past_the_retention_are_pruned_and_a_redelivery_inside_it_is_still_deduplicated(
+    kernel: Kernel,
+    aconn,  # type: ignore[no-untyped-def]
+) -> None:
+    ((user, account),) = await seed_users(aconn, 1)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    c = consumer(kernel, group, recording_handler(group), dedupe_retention_s=3600.0, prune_batch=2)
+    await c.setup()
+    await kernel.bus.handle(place_command(user, account))
+    await drain(kernel, c)
+    # Five rows of this group and one of another group, all processed long before the retention.
+    expired = [uuid.uuid4() for _ in range(5)]
+    rows = [(group, e) for e in expired] + [("another-group", uuid.uuid4())]
+    for consumer_group, event_id in rows:
+        await aconn.execute(
+            "INSERT INTO processed_messages (consumer, event_id, processed_at) "
+            "VALUES (%s, %s, now() - interval '2 hours')",
+            (consumer_group, event_id),
+        )
+    assert await c.prune_processed() == 5, "in batches of two, until none is left"
+    left = await (
+        await aconn.execute("SELECT consumer, count(*) FROM processed_messages GROUP BY consumer ORDER BY consumer")
+    ).fetchall()
+    assert left == [("another-group", 1), (group, 1)], "only this group's expired rows go"
+    # The event applied a moment ago is inside the retention: its redelivery is still a duplicate.
+    key = kernel.names.key(Stream.ORDER_EVENTS, user)
+    ((_mid, fields),) = (await kernel.redis.xrange(key, count=1))[-1:]
+    await kernel.redis.xadd(key, fields)
+    await c.poll_once(block_ms=50)
+    assert len(await effects(kernel, group)) == 1
+    assert await c.prune_processed() == 0
