@@ -39,7 +39,7 @@ from core.settings import RuntimeSettings, SecuritySettings
 from realtime.orders.commands import CommandClient, CommandTimeout
 from tests.platform_harness import candle_files
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.kernel]
 
 ORDERS = int(os.environ.get("PATRIOT_CRASH_ORDERS", "1000"))
 USERS = 25

@@ -24,7 +24,7 @@ from core.settings import Settings
 from core.uow import UnitOfWork
 from tests.support import place_command, seed_users
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.kernel]
 
 EFFECTS_DDL = (
     "CREATE TABLE IF NOT EXISTS test_effects (consumer text, event_id uuid, aggregate_id text, "

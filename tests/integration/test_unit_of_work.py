@@ -13,7 +13,7 @@ from core.eventstore import ConcurrencyError, read_all
 from core.settings import Settings
 from tests.support import place_command, seed_users
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.kernel]
 
 
 @pytest.fixture
