@@ -30,6 +30,7 @@ from core.domain.orders import (
 from core.messaging.bus import CommandHandler
 from core.observability.metrics import Metrics
 from core.uow import DuplicateClientOrderId, UnitOfWork
+from realtime.orders.active_accounts import ActiveAccounts
 from realtime.orders.conditional import ArmedOrder, TriggerBook, initial_trigger
 from realtime.orders.execution import Execution, update_order
 from realtime.orders.kill_switch import activate_kill_switch, deactivate_kill_switch, set_risk_limit
@@ -63,6 +64,7 @@ class OrderDeps:
     def __post_init__(self) -> None:
         self.denied = self.metrics.counter("patriot_orders_denied_total", "Orders denied, by check", ("check",))
         self.placed = self.metrics.counter("patriot_orders_placed_total", "Orders recorded", ("kind",))
+        self.accounts = ActiveAccounts(self.pool)
         self.cancelled_on_arrival = self.metrics.counter(
             "patriot_orders_cancelled_on_arrival_total", "Orders cancelled unsent: their account was deactivated"
         )
@@ -100,15 +102,7 @@ async def _decide(cmd: PlaceOrder, order: Order, deps: OrderDeps) -> None:
         order.submit(cmd.correlation_id, str(cmd.command_id))
 
 
-_ACCOUNT_ACTIVE = "SELECT active FROM user_accounts WHERE id = %s"
 DEACTIVATED_ON_ARRIVAL = "account deactivated before the order reached the venue"
-
-
-async def _account_active(deps: OrderDeps, account_id: str) -> bool:
-    """Whether the account is active now, read after the order committed (never from a cache)."""
-    async with deps.pool.connection() as conn:
-        row = await (await conn.execute(_ACCOUNT_ACTIVE, (account_id,))).fetchone()
-    return row is not None and bool(row[0])
 
 
 def _cancel_unsent(order: Order) -> bool:
@@ -129,7 +123,7 @@ async def _after_commit(order: Order, deps: OrderDeps) -> Order:
     deps.execution.faults.maybe_crash("orders.after_commit")
     if order.status not in (OrderStatus.SUBMITTED, OrderStatus.ARMED):
         return order
-    if not await _account_active(deps, order.account_id):
+    if not await deps.accounts.active(order.account_id):
         deps.cancelled_on_arrival.inc()
         log.info("order cancelled: its account was deactivated", order_id=order.id, account_id=order.account_id)
         return await update_order(deps.execution.uow_factory, order.id, _cancel_unsent, known=order) or order
