@@ -1,13 +1,15 @@
-# PATRIOT: `make up` runs the platform on embedded defaults, `make test` runs every check and test.
+# PATRIOT: `make up` runs the platform on embedded defaults, `make test` runs every check and test,
+# `make bench` installs the benchmarks' extra and runs every benchmark briefly.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 export DBT_SEND_ANONYMOUS_USAGE_STATS := False
 export DO_NOT_TRACK := 1
 
-.PHONY: up down test lint install clean
+.PHONY: up down test lint install bench clean
 
 up: $(STAMP)
 	$(BIN)/patriot up
@@ -28,6 +30,13 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 install: $(STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.all
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -8,7 +8,10 @@ adapters with the shared Redis weight budget) runs in this process and the users
 Open loop (like wrk2): orders are due at a fixed rate, round-robin over the users, and each latency counts from
 when the order was due, so a stall is never hidden by the load backing off. Market orders of 0.0002 BTC,
 alternating buy and sell. ``commit_*``: due -> order committed with its events and outbox rows (what the caller
-is answered after); ``ack_*``: due -> the venue's acknowledgement received. The last line is one JSON object.
+is answered after); ``ack_*``: due -> the venue's acknowledgement received. Both are also given as ratios to the
+physical floor measured first in the same run (``bench.floor``: single-row durable transactions at the same rate
+over the same number of connections): ``commit_p99_vs_floor`` and ``ack_p99_vs_floor``. The last line is one
+JSON object.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import aiohttp
 import psycopg
 
 from bench.common import percentile, resolve_servers, scratch_database
+from bench.floor import measure_floor
 from core.bootstrap import bootstrap
 from core.domain.orders import Order, OrderSide, OrderType, PlaceOrder
 from core.runtime.processes import run_service, tune_gc
@@ -42,6 +46,7 @@ from realtime.orders.service import OrderService, warm_markets
 from realtime.orders.venues import VenueEndpoints, VenueRegistry, adapter_factory
 
 QTY = Decimal("0.0002")
+POOL_SIZE = 24  # the order service's connections here, and the floor's
 
 
 def _free_port() -> int:
@@ -132,6 +137,8 @@ async def run(users_n: int, rate: float, seconds: float) -> dict[str, object]:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     with TemporaryDirectory() as tmp, scratch_database(servers) as database_url:
+        print(f"measuring the commit floor at {rate:.0f}/s over {POOL_SIZE} connections ...", file=sys.stderr)
+        floor = await measure_floor(database_url, rate, seconds, POOL_SIZE)
         sim = start_simulator(port, Path(tmp) / "simulator.log")
         try:
             price = await wait_ready(base)
@@ -139,7 +146,7 @@ async def run(users_n: int, rate: float, seconds: float) -> dict[str, object]:
             users = await link_users(base, database_url, Path(tmp), users_n)
             settings = load_settings()
             settings.redis.key_prefix = f"bench-orders:{uuid.uuid4().hex[:8]}:"
-            settings.database.pool_max_size = 24
+            settings.database.pool_max_size = POOL_SIZE
             kernel = await bootstrap(settings, database_url, servers.redis_url, service="bench-orders")
             keyring = load_keyring(SecuritySettings(), RuntimeSettings(env="test", data_dir=Path(tmp)))
             venues = VenueRegistry(
@@ -200,6 +207,9 @@ async def run(users_n: int, rate: float, seconds: float) -> dict[str, object]:
         "commit_p99_ms": _ms(commits, 99),
         "ack_p50_ms": _ms(ack_latency, 50),
         "ack_p99_ms": _ms(ack_latency, 99),
+        **floor.figures(),
+        "commit_p99_vs_floor": floor.ratio(_ms(commits, 99)),
+        "ack_p99_vs_floor": floor.ratio(_ms(ack_latency, 99)),
     }
 
 

@@ -1,7 +1,9 @@
 """Deliberate crash points for fault tests: ``PATRIOT_FAULTS="relay.after_publish=0.05,..."``.
 
 At a named point the process SIGKILLs itself with the given probability, so a test can be sure every window
-(between commit and publish, between publish and marking published) is hit. Unset in production: a no-op.
+(between commit and publish, between publish and marking published) is hit. A test in the same process may
+also hold a named point (``pauses``) to interleave another command there deterministically. Unset in
+production: a no-op.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 class FaultPlan:
     probabilities: dict[str, float] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
+    pauses: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, value: str | None = None) -> FaultPlan:
@@ -31,3 +35,9 @@ class FaultPlan:
         probability = self.probabilities.get(point)
         if probability and self.rng.random() < probability:
             os.kill(os.getpid(), signal.SIGKILL)
+
+    async def pause(self, point: str) -> None:
+        """Wait at ``point`` for what a test put there (nothing, unless a test did)."""
+        hold = self.pauses.get(point)
+        if hold is not None:
+            await hold()

@@ -3,7 +3,9 @@
 - ``LinkExchangeAccount`` inserts the account with its sealed credentials, then records ``ExchangeAccountLinked``.
 - ``DeactivateExchangeAccount`` marks the account inactive, makes the order service forget what it cached of it
   (the next order on it is denied at once), begins cancelling its open orders (venue-held and platform-held) and
-  records ``ExchangeAccountDeactivated`` with the cancels.
+  records ``ExchangeAccountDeactivated`` with the cancels. An order that passed the risk check before and commits
+  after the listing finds the account inactive when it is released and is cancelled unsent (see
+  ``realtime.orders.handlers._after_commit``): the flag is written before the orders are listed.
 
 The row is written on its own connection and committed first, as the risk-limit commands do: the unit of work of
 a command commits its events through the group committer, on a connection that may only read. A crash between

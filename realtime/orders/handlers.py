@@ -30,8 +30,9 @@ from core.domain.orders import (
 from core.messaging.bus import CommandHandler
 from core.observability.metrics import Metrics
 from core.uow import DuplicateClientOrderId, UnitOfWork
+from realtime.orders.active_accounts import ActiveAccounts
 from realtime.orders.conditional import ArmedOrder, TriggerBook, initial_trigger
-from realtime.orders.execution import Execution
+from realtime.orders.execution import Execution, update_order
 from realtime.orders.kill_switch import activate_kill_switch, deactivate_kill_switch, set_risk_limit
 from realtime.orders.risk_gate import RiskGate
 
@@ -63,6 +64,10 @@ class OrderDeps:
     def __post_init__(self) -> None:
         self.denied = self.metrics.counter("patriot_orders_denied_total", "Orders denied, by check", ("check",))
         self.placed = self.metrics.counter("patriot_orders_placed_total", "Orders recorded", ("kind",))
+        self.accounts = ActiveAccounts(self.pool)
+        self.cancelled_on_arrival = self.metrics.counter(
+            "patriot_orders_cancelled_on_arrival_total", "Orders cancelled unsent: their account was deactivated"
+        )
 
     def tick(self, exchange: str, symbol: str) -> Decimal | None:
         market = (self.risk.venues.known_markets(exchange) or {}).get(symbol)
@@ -97,12 +102,36 @@ async def _decide(cmd: PlaceOrder, order: Order, deps: OrderDeps) -> None:
         order.submit(cmd.correlation_id, str(cmd.command_id))
 
 
-def _after_commit(order: Order, deps: OrderDeps) -> None:
+DEACTIVATED_ON_ARRIVAL = "account deactivated before the order reached the venue"
+
+
+def _cancel_unsent(order: Order) -> bool:
+    """Cancel an order the venue never saw; False when it is already ending (the deactivation got to it)."""
+    if order.is_terminal or order.status is OrderStatus.PENDING_CANCEL:
+        return False
+    order.cancel(DEACTIVATED_ON_ARRIVAL)
+    return True
+
+
+async def _after_commit(order: Order, deps: OrderDeps) -> Order:
+    """Send (or arm) a committed order, unless its account was deactivated meanwhile: then cancel it unsent.
+
+    The risk check read the account before the commit, so a deactivation may have committed in between and
+    listed the account's open orders before this one existed. Deactivation marks the account inactive before it
+    lists, so reading the flag after this commit sees one of the two: the order in the list (cancelled by the
+    deactivation) or the account inactive (cancelled here). Either way it never reaches the venue."""
     deps.execution.faults.maybe_crash("orders.after_commit")
+    if order.status not in (OrderStatus.SUBMITTED, OrderStatus.ARMED):
+        return order
+    if not await deps.accounts.active(order.account_id):
+        deps.cancelled_on_arrival.inc()
+        log.info("order cancelled: its account was deactivated", order_id=order.id, account_id=order.account_id)
+        return await update_order(deps.execution.uow_factory, order.id, _cancel_unsent, known=order) or order
     if order.status is OrderStatus.SUBMITTED:
         deps.execution.submit_soon(order)
-    elif order.status is OrderStatus.ARMED:
+    else:
         deps.arm(order)
+    return order
 
 
 async def _existing(uow: UnitOfWork, cmd: PlaceOrder) -> OrderResult:
@@ -122,13 +151,14 @@ async def place_order(cmd: PlaceOrder, uow: UnitOfWork, orders: OrderDeps) -> Or
         return OrderResult(None, OrderStatus.DENIED.value, screened.reason)
     order = Order.place(cmd, order_id=str(new_id()))
     await _decide(cmd, order, orders)
+    await orders.execution.faults.pause("orders.before_commit")
     uow.orders.add(order)
     try:
         await uow.commit()
     except DuplicateClientOrderId:
         return await _existing(uow, cmd)
     orders.placed.labels(kind=cmd.order_type.value).inc()
-    _after_commit(order, orders)
+    order = await _after_commit(order, orders)
     return OrderResult(order.id, order.status.value, order.reason)
 
 
@@ -215,7 +245,7 @@ async def modify_order(cmd: ModifyOrder, uow: UnitOfWork, orders: OrderDeps) -> 
     if live_on_venue and new.status is OrderStatus.INITIALIZED:
         orders.execution.replace_after_cancel(old, new)
     else:
-        _after_commit(new, orders)
+        new = await _after_commit(new, orders)
     return OrderResult(new.id, new.status.value, new.reason)
 
 
@@ -295,9 +325,11 @@ async def place_bracket(cmd: PlaceBracketOrder, uow: UnitOfWork, orders: OrderDe
         await uow.commit()
     except DuplicateClientOrderId:
         return await _existing(uow, base if entry is not None else legs[0])
-    for placed in ([entry] if entry is not None else []) + leg_orders:
-        _after_commit(placed, orders)
-    head = entry or leg_orders[0]
+    released = [await _after_commit(placed, orders) for placed in ([entry] if entry is not None else []) + leg_orders]
+    head = released[0]
+    if entry is not None and head.reason == DEACTIVATED_ON_ARRIVAL:  # the legs would wait for it forever
+        for leg in leg_orders:
+            await update_order(orders.execution.uow_factory, leg.id, _cancel_unsent, known=leg)
     return OrderResult(head.id, head.status.value, head.reason, legs=tuple(leg.id for leg in leg_orders))
 
 
@@ -315,7 +347,7 @@ async def trigger_order(cmd: TriggerOrder, uow: UnitOfWork, orders: OrderDeps) -
     orders.versions.pop(order.id, None)
     for sibling in siblings:
         after_cancel(sibling, orders)
-    orders.execution.submit_soon(order)
+    order = await _after_commit(order, orders)
     return OrderResult(order.id, order.status.value)
 
 
