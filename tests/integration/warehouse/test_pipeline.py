@@ -180,6 +180,7 @@ INCREMENTAL_MARTS = (
     "intermediate.int_account_calendar",
     "intermediate.int_cash_hourly",
     "intermediate.int_positions_hourly",
+    "intermediate.int_coins_hourly",
     "intermediate.int_scope_activity",
     "intermediate.int_trade_books",
     "marts.trade_stats",
