@@ -14,9 +14,21 @@ Decimal_ = str  # a decimal number as a string, e.g. "0.01": exact, never a floa
 
 class PortfolioSummaryPublic(BaseModel):
     user_id: str
-    cash: Decimal_ = Field(description="stablecoin balances (USDT, USDC, FDUSD, USD), free + locked")
-    positions_value: Decimal_ = Field(description="net market value of the positions at their marks")
-    equity: Decimal_ = Field(description="cash + positions_value")
+    cash: Decimal_ = Field(description="stablecoin balances (USDT, USDC, FDUSD, USD), free + locked, at par")
+    holdings_value: Decimal_ = Field(
+        description="every other balance (BTC, ETH, ...: bought or deposited), free + locked, at its mark"
+    )
+    equity: Decimal_ = Field(
+        description="cash + holdings_value: every balance at its mark (on spot venues the balances are the holdings;"
+        " positions are not added again); assets in unpriced_assets are left out"
+    )
+    unpriced_assets: list[str] = Field(
+        description="assets with a balance but no mark, left out of holdings_value and equity (never valued at 0)"
+    )
+    positions_value: Decimal_ = Field(
+        description="net market value of the positions built from fills, at their marks: the PnL view, part of"
+        " holdings_value already"
+    )
     gross_exposure: Decimal_
     unrealized_pnl: Decimal_
     realized_pnl: Decimal_

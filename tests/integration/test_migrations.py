@@ -32,7 +32,7 @@ def test_migrate_creates_every_table_and_is_reversible(empty_database_url: str) 
     assert current_revision(empty_database_url) is None
     upgrade(empty_database_url)
     upgrade(empty_database_url)  # a second run on every start is a no-op
-    assert current_revision(empty_database_url) == "0006_processed_retention"
+    assert current_revision(empty_database_url) == "0007_equity_assets"
     with psycopg.connect(empty_database_url) as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         assert KERNEL_TABLES <= tables

@@ -1,5 +1,6 @@
--- Quote cash of each account at the end of each hour: cumulative capital flows plus cumulative fill cash
--- flows (- buy cost, + sell proceeds, - fees). `net_flows` are the capital flows within the hour.
+-- Quote cash of each account at the end of each hour: cumulative capital flows in a cash asset (var('cash_assets'),
+-- at par) plus cumulative fill cash flows (- buy cost, + sell proceeds, - fees). `net_flows` are the cash capital
+-- flows within the hour; a flow in a coin (a BTC deposit) is held in int_coins_hourly instead.
 -- Incremental: recomputes the hours from recompute_from_hour() on, from the cash of the hour before.
 {{ config(
     materialized='incremental', incremental_strategy='delete+insert', unique_key='hour',
@@ -19,7 +20,8 @@ opening as (
 {% endif %}flows_by_hour as (
     select account_id, {{ date_trunc_hour('flow_at') }} as hour, sum(amount) as net_flows
     from {{ ref('stg_capital_flows') }}
-    {% if is_incremental() %}where flow_at >= (select from_hour from bounds){% endif %}
+    where asset in ({% for asset in var('cash_assets') %}'{{ asset }}'{% if not loop.last %}, {% endif %}{% endfor %})
+    {% if is_incremental() %}and flow_at >= (select from_hour from bounds){% endif %}
     group by account_id, {{ date_trunc_hour('flow_at') }}
 ),
 

@@ -2,8 +2,9 @@
 -- is known at or before hour + 1h (a candle closes at open_time + interval, so the 1m candle opened at 10:59
 -- and the 1h candle opened at 10:00 both mark hour 10:00). Hours without a new candle keep the previous mark.
 -- `hour` labels the hour by its start, as everywhere in the hourly models. `priced_at` is the close time used.
--- Only traded symbols are marked (the collectors may store many more); every series runs to the last candle
--- hour of all candles, the end of the account calendars.
+-- Only traded symbols and the <coin><cash asset> symbols of coins moved by capital flows are marked (the
+-- collectors may store many more); every series runs to the last candle hour of all candles, the end of the
+-- account calendars.
 with candles as (
     select
         exchange,
@@ -14,6 +15,9 @@ with candles as (
         {{ candle_mark_hour('close_time') }} as hour
     from {{ ref('stg_market_candles') }}
     where symbol in (select symbol from {{ ref('int_fills_quote_fee') }})
+        {%- for asset in var('cash_assets') %}
+        or symbol in (select asset || '{{ asset }}' from {{ ref('stg_capital_flows') }})
+        {%- endfor %}
 ),
 
 last_close_in_hour as (

@@ -1,7 +1,10 @@
--- NAV of every scope at the end of every hour (`hour` = the hour's start): NAV = cash + positions_value,
--- cash = capital flows + fill cash flows, positions marked to the last close; net_flows are the capital
--- flows within the hour; return = (nav - net_flows) / previous nav - 1 (NULL when the previous NAV is not
--- positive, e.g. the scope's first hour). Scopes aggregate accounts through int_scope_accounts.
+-- NAV of every scope at the end of every hour (`hour` = the hour's start): NAV = cash + positions_value, every
+-- asset held at its mark. cash = capital flows in cash assets + fill cash flows; positions_value = the coins held,
+-- marked to the last close: the positions built from fills (positions_hourly) plus the coins moved by capital
+-- flows (int_coins_hourly: a BTC deposit), which on a spot venue add up to the balances. net_flows are the
+-- capital flows within the hour, a coin's at the hour's mark; return = (nav - net_flows) / previous nav - 1
+-- (NULL when the previous NAV is not positive, e.g. the scope's first hour). Scopes aggregate accounts through
+-- int_scope_accounts.
 -- Incremental: the hours from recompute_from_hour() on; the first of them returns on the stored NAV before.
 -- Scope weights are today's: a changed strategy allocation restates history on the next --full-refresh.
 {{ config(
@@ -20,15 +23,23 @@ with {% if is_incremental() %}bounds as (
     group by account_id, hour
 ),
 
+coins_value as (
+    select account_id, hour, sum(market_value) as coins_value, sum(net_flow_value) as coin_flows
+    from {{ ref('int_coins_hourly') }}
+    {% if is_incremental() %}where hour >= (select from_hour from bounds){% endif %}
+    group by account_id, hour
+),
+
 accounts as (
     select
         c.hour,
         c.account_id,
         c.cash,
-        coalesce(p.positions_value, 0) as positions_value,
-        c.net_flows
+        coalesce(p.positions_value, 0) + coalesce(k.coins_value, 0) as positions_value,
+        c.net_flows + coalesce(k.coin_flows, 0) as net_flows
     from {{ ref('int_cash_hourly') }} as c
     left join positions_value as p on p.account_id = c.account_id and p.hour = c.hour
+    left join coins_value as k on k.account_id = c.account_id and k.hour = c.hour
     {% if is_incremental() %}where c.hour >= (select from_hour from bounds){% endif %}
 ),
 

@@ -58,11 +58,17 @@ class ApiHarness:
         return state
 
     async def new_user(
-        self, role: str = "user", *, with_account: bool = False, password: str | None = PASSWORD
+        self,
+        role: str = "user",
+        *,
+        with_account: bool = False,
+        password: str | None = PASSWORD,
+        balances: dict[str, str] | None = None,
     ) -> ApiUser:
-        """A user of ``role``; ``with_account`` also opens a funded simulator account and links it."""
+        """A user of ``role``; ``with_account`` also opens a funded simulator account (with ``balances``, else the
+        platform's default funding) and links it."""
         if with_account:
-            linked = await self.platform.add_user()
+            linked = await self.platform.add_user(balances)
             user = ApiUser(linked.user_id, f"u-{linked.user_id[:8]}", role, None, linked.account_id)
             user.api_key, user.secret = linked.api_key, linked.secret
             await self.platform.follow_accounts()

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 
 from api.hot import HotReadsMiddleware
@@ -70,6 +71,56 @@ async def test_filled_order_shows_in_its_users_portfolio_and_only_staff_see_it_f
     ).status_code == 422
     assert (await api.client.get("/portfolio")).status_code == 401
     assert (await api.client.get("/portfolio", headers=api.service_headers())).status_code == 403
+
+
+async def set_marks(api: ApiHarness, marks: dict[str, str]) -> None:
+    """Mark prices on Binance (where simulator accounts are marked), as the risk monitor stores them."""
+    with psycopg.connect(api.database_url) as conn:
+        for symbol, price in marks.items():
+            conn.execute(
+                "INSERT INTO mark_prices (exchange, symbol, price, ts) VALUES ('binance', %s, %s, now())"
+                " ON CONFLICT (exchange, symbol) DO UPDATE SET price = EXCLUDED.price, ts = EXCLUDED.ts",
+                (symbol, Decimal(price)),
+            )
+        conn.commit()
+
+
+def equity_of(balances: list[dict[str, Any]], marks: dict[str, str]) -> Decimal:
+    """Every priced balance (free + locked) at its mark, stablecoins at par: the expected equity."""
+    prices = {symbol.removesuffix("USDT"): Decimal(price) for symbol, price in marks.items()}
+    prices |= dict.fromkeys(("USDT", "USDC", "FDUSD", "USD"), Decimal(1))
+    return sum(
+        ((Decimal(b["free"]) + Decimal(b["locked"])) * prices[b["asset"]] for b in balances if b["asset"] in prices),
+        Decimal(0),
+    )
+
+
+async def test_coins_held_without_a_fill_count_in_equity_and_an_unmarked_one_is_listed(api: ApiHarness) -> None:
+    marks = {"BTCUSDT": "95000", "ETHUSDT": "3300"}
+    await set_marks(api, marks)
+    funding = {"USDT": "1000", "BTC": "0.5", "ETH": "2", "ZZZ": "7"}  # ZZZ: no ZZZ<stablecoin> mark anywhere
+    alice = await api.new_user("user", with_account=True, balances=funding)
+    trader = api.platform.users[-1]
+    body = await portfolio_when(api, alice, lambda body: {b["asset"] for b in body["balances"]} == set(funding))
+    summary = body["summary"]
+    assert Decimal(summary["cash"]) == Decimal("1000")
+    assert Decimal(summary["holdings_value"]) == Decimal("0.5") * 95000 + 2 * 3300
+    assert Decimal(summary["equity"]) == Decimal("1000") + Decimal("47500") + Decimal("6600")
+    assert summary["unpriced_assets"] == ["ZZZ"]
+    assert Decimal(summary["positions_value"]) == 0  # nothing traded yet: no position
+
+    placed = await api.platform.place(trader, quantity=Decimal("0.01"))
+    await api.platform.wait_status(placed["order_id"], "filled")
+    traded = await portfolio_when(
+        api, alice, lambda body: body["positions"] and Decimal(body["summary"]["cash"]) < 1000
+    )
+    summary = traded["summary"]
+    # the bought BTC is in the BTC balance: equity is every balance at its mark, the position is not added again
+    assert Decimal(summary["equity"]) == equity_of(traded["balances"], marks)
+    assert Decimal(summary["equity"]) == Decimal(summary["cash"]) + Decimal(summary["holdings_value"])
+    assert Decimal(summary["positions_value"]) == Decimal("0.01") * 95000
+    assert Decimal(summary["equity"]) > Decimal("55000")
+    assert summary["unpriced_assets"] == ["ZZZ"]
 
 
 async def test_resting_limit_order_is_listed_in_open_orders_until_canceled_elsewhere(api: ApiHarness) -> None:

@@ -94,6 +94,12 @@ FLOWS = (
     ("alice-main", Decimal("20000"), START + timedelta(days=2, hours=12, minutes=34)),
     ("bob-main", Decimal("-5000"), START + timedelta(days=3, hours=15)),
 )
+# coins transferred in and out (never bought through a fill): their value is part of the NAV, at the mark
+COIN_FLOWS = (
+    ("alice-main", "BTC", Decimal("0.5"), START + timedelta(hours=1, minutes=5)),
+    ("alice-bybit", "ETH", Decimal("4"), START + timedelta(days=1, hours=3, minutes=20)),
+    ("alice-main", "BTC", Decimal("-0.2"), START + timedelta(days=3, hours=8, minutes=45)),
+)
 STEPS = {"BTCUSDT": Decimal("0.00001"), "ETHUSDT": Decimal("0.0001")}
 
 
@@ -231,6 +237,13 @@ def _write_fund(path: Path) -> Fund:
             "INSERT INTO raw.capital_flows VALUES (?, ?, ?, 'USDT', ?, ?, ?)",
             [(_id(f"flow/{n}"), _id(a), _id(users_of[a]), amount, ts, ts) for n, (a, amount, ts) in enumerate(FLOWS)],
         )
+        con.executemany(
+            "INSERT INTO raw.capital_flows VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (_id(f"coin-flow/{n}"), _id(a), _id(users_of[a]), asset, amount, ts, ts)
+                for n, (a, asset, amount, ts) in enumerate(COIN_FLOWS)
+            ],
+        )
         orders: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for fill in fills:
             orders[fill["order_id"]].append(fill)
@@ -332,6 +345,9 @@ def _expected_account_navs(fund: Fund) -> dict[str, Decimal]:
             signed = fill["quantity"] if fill["side"] == "buy" else -fill["quantity"]
             quantities[fill["symbol"]] += signed
             cash -= signed * fill["price"] + fee_quote
+        for name, asset, amount, ts in COIN_FLOWS:
+            if name == account.name and ts < END:
+                quantities[f"{asset}USDT"] += amount
         navs[_id(account.name)] = cash + sum((q * last_close[s][1] for s, q in quantities.items()), Decimal(0))
     return navs
 
@@ -445,6 +461,37 @@ def test_trade_stats_of_an_account_that_ends_flat_add_up_to_its_fill_cash_flows(
     assert not _rows(built, "SELECT * FROM marts.exposures WHERE scope = 'account' AND scope_id = ?", [_id(flat.name)])
 
 
+def test_a_coin_deposit_is_valued_in_the_nav_and_in_its_hours_flows(
+    built: duckdb.DuckDBPyConnection, fund: Fund
+) -> None:
+    account, asset, amount, at = COIN_FLOWS[0]
+    hour = at.replace(minute=0, second=0, microsecond=0)
+    closes = [
+        (open_time + timedelta(seconds=INTERVAL_SECONDS[interval]), close)
+        for symbol, interval, open_time, close in fund.candles
+        if symbol == f"{asset}USDT"
+        and open_time + timedelta(seconds=INTERVAL_SECONDS[interval]) <= hour + timedelta(hours=1)
+    ]
+    mark = max(closes)[1]
+    (row,) = _rows(
+        built,
+        "SELECT * FROM marts.nav_hourly WHERE scope = 'account' AND scope_id = ? AND hour = ?",
+        [_id(account), hour],
+    )
+    assert not any(
+        name == account and start <= ts < hour + timedelta(hours=1) for name, _, ts in FLOWS for start in [hour]
+    )
+    assert row["net_flows"] == amount * mark  # the deposit is capital, at the hour's mark: not a return
+    assert abs(row["return"]) < 0.05
+    (coins,) = _rows(
+        built,
+        "SELECT * FROM intermediate.int_coins_hourly WHERE account_id = ? AND asset = ? AND hour = ?",
+        [_id(account), asset, hour],
+    )
+    assert coins["quantity"] == amount and coins["mark_price"] == mark
+    assert row["positions_value"] >= coins["market_value"] == amount * mark
+
+
 def test_bad_fills_fail_dbt_build_naming_the_failing_tests(fund: Fund, tmp_path: Path) -> None:
     path = tmp_path / "working.duckdb"
     shutil.copyfile(fund.raw_path, path)
@@ -467,6 +514,23 @@ def test_bad_fills_fail_dbt_build_naming_the_failing_tests(fund: Fund, tmp_path:
     with connect_working_file(path, read_only=True) as con:
         marts = _mart_tables(con)
     assert "nav_hourly" not in marts  # the marts downstream of the failed tests were skipped
+
+
+def test_a_coin_without_a_mark_fails_dbt_build_naming_its_test(fund: Fund, tmp_path: Path) -> None:
+    path = tmp_path / "working.duckdb"
+    shutil.copyfile(fund.raw_path, path)
+    with duckdb.connect(str(path)) as con:  # a deposit of a coin no candle prices: reported, never valued at 0
+        con.execute(
+            "INSERT INTO raw.capital_flows SELECT ?, account_id, user_id, 'ZZZ', 3, ts, created_at"
+            " FROM raw.capital_flows WHERE id = ?",
+            [_id("bad/unpriced"), _id("flow/0")],
+        )
+    result, _ = _dbt("build", tmp_path, path)
+    assert result.returncode != 0
+    assert "Failure in test not_null_int_coins_hourly_mark_price" in result.stdout, result.stdout[-4000:]
+    assert "ERROR=1 " in result.stdout, result.stdout[-4000:]  # the only failure: the priced coins pass
+    with connect_working_file(path, read_only=True) as con:
+        assert "nav_hourly" not in _mart_tables(con)  # no NAV published without the coin
 
 
 def _append_fill(

@@ -180,6 +180,7 @@ INCREMENTAL_MARTS = (
     "intermediate.int_account_calendar",
     "intermediate.int_cash_hourly",
     "intermediate.int_positions_hourly",
+    "intermediate.int_coins_hourly",
     "intermediate.int_scope_activity",
     "intermediate.int_trade_books",
     "marts.trade_stats",
@@ -227,6 +228,15 @@ def test_incremental_run_with_new_and_late_fills_equals_a_full_rebuild(pipeline:
                 " WHERE created_at::date = %s) AS f, (SELECT max(filled_at) AS latest FROM fills) AS t WHERE n <= 55",
                 (last_day,),
             )
+            # and coins moved by capital flows, recorded on the last day: a late BTC deposit three days back (its
+            # hours restated in int_coins_hourly and the NAV) and an ETH deposit after every fill so far
+            conn.execute(
+                "INSERT INTO capital_flows (id, account_id, user_id, asset, amount, ts, note, created_at)"
+                " SELECT gen_random_uuid(), a.id, a.user_id, asset, amount, ts, 'coin deposit', %s"
+                " FROM (SELECT id, user_id FROM user_accounts ORDER BY id LIMIT 1) AS a,"
+                " (VALUES ('BTC', 0.25, %s::timestamptz), ('ETH', 2, %s::timestamptz)) AS c (asset, amount, ts)",
+                (pipeline.fund.end, pipeline.fund.end - timedelta(days=3), pipeline.fund.end - timedelta(minutes=1)),
+            )
             conn.commit()
         outside = {key: os.environ.get(key) for key in ("PATRIOT_DBT_TESTS", "PATRIOT_WAREHOUSE_PATH")}
         assert pipeline.run_day(instance, last_day)
@@ -243,6 +253,8 @@ def test_incremental_run_with_new_and_late_fills_equals_a_full_rebuild(pipeline:
     assert "self.is_incremental = True" in compiled.read_text()
     with store.connect_working(read_only=True) as con:
         assert con.execute("SELECT sum(nav) FROM marts.nav_hourly").fetchone() != before
+        coins = con.execute("SELECT count(DISTINCT asset), min(hour) FROM intermediate.int_coins_hourly").fetchone()
+        assert coins is not None and coins[0] == 2 and coins[1] < pipeline.fund.end - timedelta(days=2)
         late = con.execute(
             "SELECT min(f.filled_at) FROM marts.fct_fills f JOIN raw.fills r ON r.id = f.fill_id"
             " WHERE r.trade_id LIKE '%-again-%'"
