@@ -47,7 +47,8 @@ async def test_own_order_fill_and_portfolio_updates_arrive_and_nobody_elses(api:
     user = await api.new_user(with_account=True)
     other = await api.new_user(with_account=True)
     async with aiohttp.ClientSession() as http, http.ws_connect(ws_url(api), params={"token": api.token(user)}) as ws:
-        assert (await ws.receive_json(timeout=5)) == {"type": "ready", "user_id": user.user_id}
+        ready = await ws.receive_json(timeout=5)
+        assert ready["type"] == "ready" and ready["user_id"] == user.user_id and ready["expires_at"] > 0
         assert "patriot_api_websocket_clients 1.0" in (await api.client.get("/metrics")).text
         theirs = await api.client.post("/orders", json=market_buy(other), headers=api.headers(other))
         mine = await api.client.post(
