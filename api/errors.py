@@ -56,7 +56,7 @@ class DependencyUnavailable(ApiError):
 
 
 # the outage exceptions of each dependency's client (psycopg_pool's PoolTimeout is an OperationalError)
-_OUTAGES: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
+_OUTAGES: tuple[tuple[tuple[type[Exception], ...], str], ...] = (
     ((RedisConnectionError, RedisTimeoutError), "redis"),
     ((psycopg.OperationalError,), "postgresql"),
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -62,7 +63,7 @@ class RequestContextMiddleware:
 
         started_response = False
 
-        async def send_with_id(message: dict[str, Any]) -> None:
+        async def send_with_id(message: MutableMapping[str, Any]) -> None:
             nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = message["status"]
