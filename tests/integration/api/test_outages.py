@@ -92,7 +92,7 @@ async def outage(
     postgres = Forwarder(db.hostname or "127.0.0.1", db.port or 5432)
     redis = Forwarder(rd.hostname or "127.0.0.1", rd.port or 6379)
     pg_port, redis_port = await postgres.start(), await redis.start()
-    settings.api.db_wait_s = 1.0
+    settings.api = settings.api.model_copy(update={"db_wait_s": 1.0})  # a request waits 1 s for a connection
     app = create_app(
         settings,
         database_url=_through(migrated_database_url, pg_port),
