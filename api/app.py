@@ -59,6 +59,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db_url, r_url = _endpoints(settings, database_url, redis_url)
         kernel = await bootstrap(settings, db_url, r_url, service="api", metrics=metrics)
+        # a request waits this long for a PostgreSQL connection, then answers 503 (api.errors), not 30 s
+        kernel.pool.timeout = settings.api.db_wait_s
         try:
             state = ApiState(
                 kernel=kernel,

@@ -1,18 +1,23 @@
 """One JSON error body for every failure: ``{"error": {"code", "message", "details"}, "correlation_id"}``.
 
 ``code`` is stable and machine-readable; ``message`` says what was wrong and what to do; ``details`` carries the
-fields at fault (validation) when there are any. Unexpected exceptions become a 500 that names only the
-correlation id, never internals.
+fields at fault (validation) when there are any. An unreachable PostgreSQL or Redis is a 503
+``dependency_unavailable`` naming the dependency (``details.dependency``); any other unexpected exception becomes
+a 500 that names only the correlation id, never internals. Both carry the correlation id in the body and the
+``X-Correlation-ID`` header (rendered by :func:`failure_response` inside the request context).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.messaging.bus import CommandRefused
@@ -35,6 +40,46 @@ class ApiError(CommandRefused):
         self.message = message
         self.details = details
         self.headers = headers
+
+
+class DependencyUnavailable(ApiError):
+    """PostgreSQL or Redis did not answer: a 503 naming it, so clients retry later and operators know where."""
+
+    def __init__(self, dependency: str, message: str | None = None) -> None:
+        super().__init__(
+            503,
+            "dependency_unavailable",
+            message or f"{dependency} is unavailable: retry shortly",
+            {"dependency": dependency},
+        )
+        self.dependency = dependency
+
+
+# the outage exceptions of each dependency's client (psycopg_pool's PoolTimeout is an OperationalError)
+_OUTAGES: tuple[tuple[tuple[type[Exception], ...], str], ...] = (
+    ((RedisConnectionError, RedisTimeoutError), "redis"),
+    ((psycopg.OperationalError,), "postgresql"),
+)
+
+
+def unavailable_dependency(exc: BaseException) -> str | None:
+    """The dependency whose outage ``exc`` is (or was caused by, or groups), else None."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, DependencyUnavailable):
+            return current.dependency
+        for types, dependency in _OUTAGES:
+            if isinstance(current, types):
+                return dependency
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return None
 
 
 class ErrorDetail(BaseModel):
@@ -72,6 +117,7 @@ COMMON_RESPONSES: Responses = {
     413: _documented("The request body is over the size limit"),
     422: _documented("The request failed validation: see error.details"),
     429: _documented("Rate limited: retry after the Retry-After header's seconds"),
+    503: _documented("PostgreSQL or Redis is unavailable (error.details.dependency names it): retry later"),
 }
 
 
@@ -105,6 +151,24 @@ _STATUS_CODES = {
 }
 
 
+def failure_response(exc: BaseException) -> JSONResponse:
+    """The answer to an exception no route handled: 503 naming an unavailable dependency, else a bare 500.
+
+    Rendered inside the request context (``api.middleware`` and the handlers below), so the body and the
+    ``X-Correlation-ID`` header carry the request's correlation id."""
+    dependency = unavailable_dependency(exc)
+    if dependency is not None:
+        log.warning("api.dependency_unavailable", dependency=dependency, error=repr(exc))
+        body = error_body(
+            "dependency_unavailable", f"{dependency} is unavailable: retry shortly", {"dependency": dependency}
+        )
+        return JSONResponse(body, 503)
+    log.error("api.unhandled", error_type=type(exc).__name__, exc_info=exc)
+    return JSONResponse(
+        error_body("internal_error", "the server failed; quote the correlation id when reporting it"), 500
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -128,9 +192,14 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return JSONResponse(error_body(code, message), exc.status_code, headers=getattr(exc, "headers", None))
 
+    async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        return failure_response(exc)
+
+    for types, _dependency in _OUTAGES:
+        for outage in types:
+            app.add_exception_handler(outage, _unavailable)
+
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.error("api.unhandled", error_type=type(exc).__name__, exc_info=exc)
-        return JSONResponse(
-            error_body("internal_error", "the server failed; quote the correlation id when reporting it"), 500
-        )
+        # reached only outside api.middleware's request context (which renders failures itself)
+        return failure_response(exc)

@@ -2,18 +2,21 @@
 
 For every HTTP request: the correlation id from ``X-Correlation-ID`` (or a new one) is bound for the request's
 logs, commands and events and returned on the response; bodies over the limit get a 413 before they are read;
-latency is observed per route template; one JSON access-log line is written.
+latency is observed per route template; one JSON access-log line is written. An exception no route handled is
+answered here, still inside the correlation scope, so a 500 (or a 503 for an unavailable PostgreSQL or Redis)
+carries the correlation id in its body and header like every other answer.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
 
-from api.errors import BodyTooLarge, error_body
+from api.errors import BodyTooLarge, error_body, failure_response
 from api.metrics import ApiMetrics
 from core.observability.context import correlation_scope
 from core.observability.logging import get_logger
@@ -58,10 +61,13 @@ class RequestContextMiddleware:
         status = 500
         cid_header = (_HEADER, cid.encode())
 
-        async def send_with_id(message: dict[str, Any]) -> None:
-            nonlocal status
+        started_response = False
+
+        async def send_with_id(message: MutableMapping[str, Any]) -> None:
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started_response = True
                 message["headers"] = [*message.get("headers", ()), cid_header]
             await send(message)
 
@@ -70,6 +76,10 @@ class RequestContextMiddleware:
                 await self._reject_too_large(send_with_id)
             else:  # a body without Content-Length is counted as it arrives (BodyTooLarge -> 413 in api.errors)
                 await self.app(scope, self._limited(receive), send_with_id)
+        except Exception as exc:
+            if started_response:  # too late for an error body: the server drops the connection
+                raise
+            await failure_response(exc)(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")

@@ -8,6 +8,8 @@ the check to one ``EVALSHA`` on the hot path.
 
 When Redis does not answer, requests are let through (and a warning logged): the limits protect the platform,
 they do not decide what is correct, and every other Redis-backed part of the request will fail loudly anyway.
+The one exception is an authenticated request: its user's token cut-off is read in the same call, and without
+it no token is honoured (a 503 naming Redis), so a suspended user's old token never works during an outage.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from api.errors import ApiError, error_body
+from api.errors import ApiError, DependencyUnavailable, error_body
 from api.metrics import ApiMetrics
 from api.state import ApiState
 from core.observability.logging import get_logger
@@ -91,9 +93,10 @@ class RateLimiter:
         keys = [f"{self._prefix}{IP}:{ip or '-'}:{window}", f"{self._prefix}{USER}:{user_id}:{window}", cutoff_key]
         try:
             ip_count, user_count, cutoff = await self._authenticated(keys=keys, args=[WINDOW_S + 1])
-        except (RedisError, OSError) as exc:
-            log.warning("rate limit check failed; letting the request through", error=repr(exc))
-            ip_count, user_count, cutoff = 0, 0, b""
+        except (RedisError, OSError) as exc:  # fail closed: a revoked token must not pass while Redis is away
+            raise DependencyUnavailable(
+                "redis", "redis is unavailable: tokens cannot be checked; retry shortly"
+            ) from exc
         verdicts = []
         for scope, count in ((IP, int(ip_count)), (USER, int(user_count))):
             allowed = (ip is None and scope == IP) or count <= self.limits[scope]
@@ -136,7 +139,8 @@ def _too_many(verdict: Verdict, scope: str) -> ApiError:
 
 async def check_authenticated(state: ApiState, client_ip: str | None, user_id: str, issued_at_ms: int) -> None:
     """An authenticated user's request: per-IP and per-user limits (429) and the user's token cutoff (401: the
-    user's role or status changed after this token was issued), all in one Redis round trip."""
+    user's role, status or password changed after this token was issued), all in one Redis round trip; 503 when
+    Redis does not answer."""
     ip_verdict, user_verdict, cutoff = await rate_limiter(state).hit_authenticated(
         client_ip, user_id, state.tokens.user_cutoff_key(user_id)
     )
@@ -148,7 +152,7 @@ async def check_authenticated(state: ApiState, client_ip: str | None, user_id: s
         raise ApiError(
             401,
             "token_revoked",
-            "your role or status changed after this token was issued: refresh it or log in again",
+            "your role, status or password changed after this token was issued: refresh it or log in again",
             headers={"WWW-Authenticate": "Bearer"},
         )
 

@@ -19,8 +19,9 @@ from typing import Any
 
 import jwt
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from api.errors import ApiError
+from api.errors import ApiError, DependencyUnavailable
 from core.settings import ApiSettings, RuntimeSettings
 
 ALGORITHM = "HS256"
@@ -69,6 +70,9 @@ class Claims:
     family: str | None = None
     username: str | None = None
     issued_at_ms: int = 0
+    # a refresh token's session start (its family's first login, in ms): rotation keeps it, a password change
+    # ends every family started before it
+    family_started_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,20 +100,30 @@ class TokenService:
         payload.setdefault("jti", uuid.uuid4().hex)
         return jwt.encode(payload, self._secret, algorithm=ALGORITHM)
 
-    def access_token(self, user_id: str, role: str, username: str | None = None) -> str:
-        return self._encode(
-            {"sub": user_id, "role": role, "typ": ACCESS, "name": username}, self._settings.access_ttl_s
-        )
+    def access_token(self, user_id: str, role: str, username: str | None = None, ttl_s: int | None = None) -> str:
+        """An access token living ``ttl_s`` (default: the configured access lifetime)."""
+        ttl = ttl_s if ttl_s is not None else self._settings.access_ttl_s
+        return self._encode({"sub": user_id, "role": role, "typ": ACCESS, "name": username}, ttl)
 
     def service_token(self, service: str) -> str:
         return self._encode({"sub": service, "role": "service", "typ": SERVICE}, self._settings.service_token_ttl_s)
 
-    def issue_pair(self, user_id: str, role: str, username: str | None = None, family: str | None = None) -> TokenPair:
-        """A new access token and a refresh token in ``family`` (a new family: a new login)."""
+    def issue_pair(
+        self,
+        user_id: str,
+        role: str,
+        username: str | None = None,
+        family: str | None = None,
+        family_started_ms: int = 0,
+    ) -> TokenPair:
+        """A new access token and a refresh token in ``family`` started at ``family_started_ms`` (no family: a new
+        login, starting now)."""
+        started = family_started_ms if family and family_started_ms else time.time_ns() // 1_000_000
         refresh = self._encode(
-            {"sub": user_id, "role": role, "typ": REFRESH, "fam": family or uuid.uuid4().hex, "name": username},
+            {"sub": user_id, "role": role, "typ": REFRESH, "fam": family or uuid.uuid4().hex, "name": username,
+             "fst": started},
             self._settings.refresh_ttl_s,
-        )
+        )  # fmt: skip
         return TokenPair(self.access_token(user_id, role, username), refresh, self._settings.access_ttl_s)
 
     # -- verifying -------------------------------------------------------------------------------------------
@@ -150,6 +164,7 @@ class TokenService:
             raise _unauthorized("invalid_token", f"expected a {' or '.join(types)} token")
         if payload["typ"] == REFRESH and not payload.get("fam"):
             raise _unauthorized("invalid_token", "the refresh token has no session: log in again")
+        issued_at_ms = int(payload.get("ims") or int(payload["iat"]) * 1000)
         return Claims(
             subject=str(payload["sub"]),
             role=str(payload.get("role", "")),
@@ -158,7 +173,8 @@ class TokenService:
             expires_at=int(payload["exp"]),
             family=payload.get("fam"),
             username=payload.get("name"),
-            issued_at_ms=int(payload.get("ims") or int(payload["iat"]) * 1000),
+            issued_at_ms=issued_at_ms,
+            family_started_ms=int(payload.get("fst") or issued_at_ms),
         )
 
     async def spend_refresh(self, refresh_token: str) -> Claims:
@@ -177,7 +193,8 @@ class TokenService:
     async def rotate(self, refresh_token: str) -> tuple[Claims, TokenPair]:
         """Spend a refresh token for a new pair in the same family, with the role and name it carried."""
         claims = await self.spend_refresh(refresh_token)
-        return claims, self.issue_pair(claims.subject, claims.role, claims.username, claims.family)
+        pair = self.issue_pair(claims.subject, claims.role, claims.username, claims.family, claims.family_started_ms)
+        return claims, pair
 
     async def revoke_family(self, refresh_token: str) -> None:
         """Log out: the refresh token's family can no longer be refreshed."""
@@ -204,10 +221,22 @@ class TokenService:
         """Access tokens of this user issued at or before the second stored here are no longer honoured."""
         return f"{self._prefix}user-cutoff:{user_id}"
 
-    async def cut_off_user(self, user_id: str) -> None:
-        """End every access token of a user now (role or status changed); refresh re-reads the user."""
+    async def cut_off_user(self, user_id: str) -> int:
+        """End every access token of a user now (role, status or password changed); refresh re-reads the user.
+        Returns the cut-off (ms): only tokens issued after it are honoured."""
         now_ms = time.time_ns() // 1_000_000
         await self._redis.set(self.user_cutoff_key(user_id), now_ms, ex=self._settings.access_ttl_s + 60)
+        return now_ms
+
+    async def user_cutoff(self, user_id: str) -> int:
+        """The user's cut-off in ms (0: none). Fails closed: without Redis no token can be checked (503)."""
+        try:
+            value = await self._redis.get(self.user_cutoff_key(user_id))
+        except (RedisError, OSError) as exc:
+            raise DependencyUnavailable(
+                "redis", "redis is unavailable: tokens cannot be checked; retry shortly"
+            ) from exc
+        return int(value) if value else 0
 
     async def is_revoked(self, claims: Claims) -> bool:
         return bool(await self._redis.exists(f"{self._prefix}revoked-jti:{claims.token_id}"))

@@ -131,6 +131,10 @@ class ApiSettings(BaseSettings):
     rate_limit_login_ip_per_min: int = 30  # per address: a password check costs ~0.5 s of CPU by design
     idempotency_ttl_s: int = 24 * 3600
     order_reply_timeout_s: float = 10.0
+    # how long a request waits for a PostgreSQL connection before answering 503 (the pool's default is 30 s)
+    db_wait_s: float = 5.0
+    # how often an open /stream socket re-reads its user's token cut-off (a suspension ends it within this)
+    stream_auth_check_s: float = 1.0
 
 
 class Settings(BaseSettings):

@@ -11,11 +11,12 @@ from uuid import UUID
 from fastapi import APIRouter, Path, Request, Response, status
 
 from api.deps import AuthPrincipal, Principal, State, require
-from api.errors import ErrorBody
+from api.errors import ApiError, ErrorBody
 from api.permissions import Permission, permissions_of
 from api.schemas.auth import (
     LoginRequest,
     MePublic,
+    PasswordChange,
     RefreshRequest,
     ServiceTokenCreate,
     ServiceTokenPublic,
@@ -79,6 +80,25 @@ async def refresh(body: RefreshRequest, state: State) -> TokenPairPublic:
 async def logout(body: RefreshRequest, state: State) -> Response:
     await state.tokens.revoke_family(body.refresh_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/password",
+    response_model=TokenPairPublic,
+    summary="Change your own password; every session ends and this answer is a new one",
+    description="Every access token and refresh token issued before the change stops working (on REST and on "
+    "`/stream/ws`), on every device; the token pair returned starts a new session.",
+    responses={
+        401: _error("The current password is wrong"),
+        409: _error("The user has no password (Telegram users log in through the bot)"),
+        429: _error("Too many attempts for this user: retry after Retry-After seconds"),
+    },
+)
+async def change_password(body: PasswordChange, state: State, principal: Principal) -> TokenPairPublic:
+    if principal.is_service:
+        raise ApiError(403, "forbidden", "a service has no password")
+    pair = await service.change_own_password(state, principal.user_id, body.current_password, body.new_password)
+    return _pair(pair)
 
 
 @router.post(

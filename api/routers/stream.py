@@ -1,9 +1,19 @@
 """/stream (WebSocket): the logged-in user's order, fill, balance, risk and portfolio updates, pushed as JSON.
 
 Authenticate with an access token: ``/stream/ws?token=<access token>``, an ``Authorization: Bearer`` header, or
-a first message ``{"type": "auth", "token": "..."}`` within 10 s; a bad token closes with 4401. Messages:
+a first message ``{"type": "auth", "token": "..."}`` within 10 s. The token is checked as on REST: signature,
+type, expiry and the user's token cut-off (moved by a suspension, a role change or a password change); a bad one
+closes with 4401 (4403 for a role that may not read orders or the portfolio, 1011 when Redis is unavailable and
+the cut-off cannot be read).
 
-- ``{"type": "ready", "user_id"}`` once subscribed (nothing published after it is missed);
+The socket lives only as long as its token: it closes with 4401 (reason ``token_expired``) when the token
+expires, and with 4401 (``token_revoked``) within ``stream_auth_check_s`` (1 s by default) of the user's cut-off
+moving past it. To stay connected, send ``{"type": "auth", "token": "<a newer access token>"}`` on the socket
+before then (after a refresh, say): it is answered ``{"type": "authenticated", "expires_at"}`` and replaces the
+socket's credential; a token that fails, or is another user's, closes the socket as above. Messages:
+
+- ``{"type": "ready", "user_id", "expires_at"}`` once subscribed (nothing published after it is missed;
+  ``expires_at``: the token's expiry, Unix seconds);
 - ``{"type": "order" | "fill" | "balance" | "risk", "event", "aggregate_id", "occurred_at", "correlation_id",
   "data": {...event fields}}`` for each event of the user on ``order.events``, ``account.events`` (balances)
   and ``risk.alerts``;
@@ -18,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
@@ -26,7 +38,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from api.deps import AuthPrincipal
-from api.errors import ApiError
+from api.errors import ApiError, DependencyUnavailable
 from api.metrics import ApiMetrics
 from api.permissions import Permission
 from api.state import ApiState
@@ -41,6 +53,7 @@ AUTH_TIMEOUT_S = 10.0
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_SLOW = 1013
+CLOSE_UNAVAILABLE = 1011
 STREAMS = (Stream.ORDER_EVENTS, Stream.ACCOUNT_EVENTS, Stream.RISK_ALERTS)
 _ACCOUNT_TYPES = {"ExchangeBalanceReported": "balance"}  # venue order/fill reports arrive as order events too
 _PORTFOLIO_AFTER = frozenset({"fill", "balance"})
@@ -161,7 +174,40 @@ def _hub(state: ApiState) -> UpdateHub:
     return hub
 
 
-async def _authenticate(websocket: WebSocket, state: ApiState) -> AuthPrincipal | None:
+@dataclass(slots=True)
+class _Session:
+    """The socket's current credential; a re-authentication on the socket replaces it."""
+
+    principal: AuthPrincipal
+    expires_at: int
+    issued_at_ms: int
+
+
+async def _verify(state: ApiState, token: str, user_id: str | None = None) -> _Session:
+    """The session a token opens, checked as REST checks it (and, on re-authentication, of the same user)."""
+    claims = state.tokens.decode(token, ACCESS)
+    if user_id is not None and claims.subject != user_id:
+        raise ApiError(401, "invalid_token", "the token is another user's: open a socket of its own")
+    cutoff = await state.tokens.user_cutoff(claims.subject)
+    if cutoff and claims.issued_at_ms <= cutoff:
+        raise ApiError(401, "token_revoked", "your role, status or password changed: log in again")
+    principal = AuthPrincipal(claims.subject, claims.role, claims.token_id, claims.username)
+    if not (principal.can(Permission.ORDERS_READ) or principal.can(Permission.PORTFOLIO_READ)):
+        raise ApiError(403, "forbidden", "this role may not read orders or the portfolio")
+    return _Session(principal, claims.expires_at, claims.issued_at_ms)
+
+
+async def _refuse(websocket: WebSocket, refused: ApiError) -> None:
+    """Close the socket with the code for ``refused`` (4401, 4403, or 1011 for an unavailable dependency)."""
+    if isinstance(refused, DependencyUnavailable):
+        code = CLOSE_UNAVAILABLE
+    else:
+        code = CLOSE_FORBIDDEN if refused.status == 403 else CLOSE_UNAUTHORIZED
+    with contextlib.suppress(RuntimeError):  # already closed
+        await websocket.close(code, refused.code)
+
+
+async def _authenticate(websocket: WebSocket, state: ApiState) -> _Session | None:
     """The access token from the query, the Authorization header or the first message; closes on failure."""
     token = websocket.query_params.get("token")
     header = websocket.headers.get("authorization", "")
@@ -174,15 +220,30 @@ async def _authenticate(websocket: WebSocket, state: ApiState) -> AuthPrincipal 
         except (TimeoutError, ValueError, WebSocketDisconnect):
             token = ""
     try:
-        claims = state.tokens.decode(token, ACCESS)
+        return await _verify(state, token)
     except ApiError as refused:
-        await websocket.close(CLOSE_UNAUTHORIZED, refused.code)
+        await _refuse(websocket, refused)
         return None
-    principal = AuthPrincipal(claims.subject, claims.role, claims.token_id, claims.username)
-    if not (principal.can(Permission.ORDERS_READ) or principal.can(Permission.PORTFOLIO_READ)):
-        await websocket.close(CLOSE_FORBIDDEN, "forbidden")
-        return None
-    return principal
+
+
+async def _guard(websocket: WebSocket, state: ApiState, session: _Session) -> None:
+    """Close the socket when its token expires or its user's cut-off passes it (read every few seconds)."""
+    interval = state.kernel.settings.api.stream_auth_check_s
+    while True:
+        left = session.expires_at - time.time()
+        if left > 0:
+            await asyncio.sleep(min(interval, left))
+        if session.expires_at <= time.time():
+            await _refuse(websocket, ApiError(401, "token_expired", "the token expired"))
+            return
+        try:
+            cutoff = await state.tokens.user_cutoff(session.principal.user_id)
+        except DependencyUnavailable as unavailable:
+            await _refuse(websocket, unavailable)
+            return
+        if cutoff and session.issued_at_ms <= cutoff:
+            await _refuse(websocket, ApiError(401, "token_revoked", "your role, status or password changed"))
+            return
 
 
 async def _portfolio(state: ApiState, user_id: str) -> dict[str, Any]:
@@ -205,35 +266,58 @@ async def _push(websocket: WebSocket, state: ApiState, user_id: str, queue: asyn
             await websocket.send_text(orjson.dumps(await _portfolio(state, user_id), default=str).decode())
 
 
-async def _listen(websocket: WebSocket) -> None:
-    """Answer pings until the client goes away."""
+async def _listen(websocket: WebSocket, state: ApiState, session: _Session) -> None:
+    """Answer pings and take re-authentications until the client goes away (or a re-authentication fails)."""
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             return
-        with contextlib.suppress(orjson.JSONDecodeError, TypeError):
-            if orjson.loads(message.get("text") or message.get("bytes") or b"{}").get("type") == "ping":
-                await websocket.send_text('{"type":"pong"}')
+        try:
+            received = orjson.loads(message.get("text") or message.get("bytes") or b"{}")
+        except orjson.JSONDecodeError:
+            continue
+        kind = received.get("type") if isinstance(received, dict) else None
+        if kind == "ping":
+            await websocket.send_text('{"type":"pong"}')
+        elif kind == "auth":
+            try:
+                renewed = await _verify(state, str(received.get("token", "")), session.principal.user_id)
+            except ApiError as refused:
+                await _refuse(websocket, refused)
+                return
+            session.principal, session.expires_at, session.issued_at_ms = (
+                renewed.principal,
+                renewed.expires_at,
+                renewed.issued_at_ms,
+            )
+            await websocket.send_text(
+                orjson.dumps({"type": "authenticated", "expires_at": renewed.expires_at}).decode()
+            )
 
 
 @router.websocket("")
 @router.websocket("/ws")
 async def stream(websocket: WebSocket) -> None:
+    """The user's live updates; the token is checked on open and for as long as the socket lives, and the
+    client renews it with ``{"type": "auth", "token": ...}`` (the protocol is in this module's docstring)."""
     state: ApiState = websocket.app.state.api
     metrics: ApiMetrics = websocket.app.state.api_metrics
     await websocket.accept()
-    principal = await _authenticate(websocket, state)
-    if principal is None:
+    session = await _authenticate(websocket, state)
+    if session is None:
         return
+    principal = session.principal
     hub = _hub(state)
     queue = await hub.subscribe(principal.user_id)
     metrics.websocket_clients.inc()
     tasks: list[asyncio.Task[None]] = []
     try:
-        await websocket.send_text(orjson.dumps({"type": "ready", "user_id": principal.user_id}).decode())
+        ready = {"type": "ready", "user_id": principal.user_id, "expires_at": session.expires_at}
+        await websocket.send_text(orjson.dumps(ready).decode())
         tasks = [
             asyncio.create_task(_push(websocket, state, principal.user_id, queue)),
-            asyncio.create_task(_listen(websocket)),
+            asyncio.create_task(_listen(websocket, state, session)),
+            asyncio.create_task(_guard(websocket, state, session)),
         ]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:

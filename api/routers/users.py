@@ -79,7 +79,9 @@ async def get_user(user_id: UUID, state: State, principal: Principal) -> UserPub
     "/{user_id}",
     response_model=UserPublic,
     summary="Change a user's role, status or password (admins)",
-    description="Takes effect at the user's next refresh; an administrator cannot change their own role or status.",
+    description="A new role or status ends the user's access tokens at once (refresh answers with the new role, "
+    "or refuses a user no longer active); a new password ends every session of the user (access and refresh "
+    "tokens). An administrator cannot change their own role or status.",
     responses={
         **_NOT_FOUND,
         409: {"model": ErrorBody, "description": "An administrator tried to change their own role or status"},

@@ -25,6 +25,13 @@ class RefreshRequest(BaseModel):
     refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
 
+class PasswordChange(BaseModel):
+    """The caller's current password and the new one (staff passwords: 12 to 1024 characters)."""
+
+    current_password: Password
+    new_password: Annotated[str, StringConstraints(min_length=12, max_length=1024)]
+
+
 class TokenPairPublic(BaseModel):
     """A short-lived access token and the refresh token that renews it (each refresh token works once)."""
 

@@ -5,17 +5,20 @@ changes are commands on the API's own bus, each recorded as an event with the ro
 Staff log in with a password (argon2); Telegram users are bound to their Telegram id through a one-time link
 code that lives in Redis for ``link_code_ttl_s``, and the bot (a service token with ``telegram:link``) then gets
 tokens for them. A refresh is answered with the user's current role, and refused once the user is no longer
-active, so demoting or suspending someone takes effect at their next refresh (access tokens live
-``access_ttl_s`` at most).
+active, so demoting or suspending someone takes effect at their next refresh; their access tokens stop at once
+through the user's token cut-off in Redis. A password change (by an administrator or the user) ends every
+session: the cut-off ends the access tokens, and ``users.sessions_valid_after`` (in PostgreSQL, so it outlives
+any Redis key) refuses every refresh token issued before it, revoking its family.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import errors
@@ -38,7 +41,7 @@ ACTIVE = "active"
 # Crockford's base32 without I, L, O, U: nothing to misread when a user types the code to the bot
 _CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _CODE_LENGTH = 8  # 40 bits, alive for minutes and redeemable only by a service token
-_COLUMNS = "id::text, username, role, status, telegram_id, password_hash, created_at, updated_at"
+_COLUMNS = "id::text, username, role, status, telegram_id, password_hash, sessions_valid_after, created_at, updated_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +52,18 @@ class UserRecord:
     status: str
     telegram_id: int | None
     password_hash: str | None
+    sessions_valid_after: datetime | None
     created_at: datetime
     updated_at: datetime
 
     @property
     def is_active(self) -> bool:
         return self.status == ACTIVE
+
+    def session_ended(self, started_ms: int) -> bool:
+        """Whether a session (refresh family) started at ``started_ms`` predates the user's last password change."""
+        cutoff = self.sessions_valid_after
+        return cutoff is not None and started_ms <= int(cutoff.timestamp() * 1000)
 
     def public(self) -> dict[str, Any]:
         """The fields a response may carry: everything but the password hash."""
@@ -129,18 +138,46 @@ async def update_user(
     password: str | None,
     by_user_id: str = "",
 ) -> UserRecord | None:
-    """Change the given fields through the ``ChangeUser`` command; None when there is no such user."""
+    """Change the given fields through the ``ChangeUser`` command; None when there is no such user.
+
+    A changed role, status or password ends the user's access tokens (the cut-off is set before the change, so
+    Redis being away refuses the change rather than leaving old tokens working, and again after it, so no token
+    issued in between survives); a changed password also ends every refresh family (``sessions_valid_after``)."""
     password_hash = await _hash(password) if password is not None else None
+    ends_tokens = role is not None or status is not None or password is not None
+    if ends_tokens:
+        await state.tokens.cut_off_user(user_id)
     command = ChangeUser(
         user_id=user_id, role=role, status=status, password_hash=password_hash, by_user_id=by_user_id,
         correlation_id=get_correlation_id(),
     )  # fmt: skip
     record: UserRecord | None = await state.bus.handle(command)
     if record is not None:
-        if role is not None or status is not None:  # a demoted or suspended user's tokens stop working now
+        if ends_tokens:
             await state.tokens.cut_off_user(user_id)
         log.info("user updated", user_id=user_id, role=role, status=status, password_changed=password is not None)
     return record
+
+
+async def change_own_password(state: ApiState, user_id: str, current_password: str, new_password: str) -> TokenPair:
+    """The user changes their password (knowing the current one): every session ends, and this caller gets a new
+    one. Attempts count against the same per-username limit as logins (a password check is a guess)."""
+    user = await get_user(state, user_id)
+    if user is None or user.password_hash is None:
+        raise ApiError(409, "no_password", "this user logs in without a password (Telegram)")
+    await _throttle_login(
+        state, f"user:{user.username}", state.kernel.settings.api.rate_limit_login_per_min, "this user"
+    )
+    if not await asyncio.to_thread(verify_password, user.password_hash, current_password):
+        raise ApiError(401, "invalid_credentials", "the current password is wrong")
+    changed = await update_user(state, user_id, role=None, status=None, password=new_password, by_user_id=user_id)
+    if changed is None:
+        raise ApiError(404, "user_not_found", "this user no longer exists")
+    cutoff_ms = await state.tokens.cut_off_user(user_id)
+    # the new session must start after the cut-off's millisecond, or the cut-off would end it too
+    await asyncio.sleep(max(0.0, (cutoff_ms + 1) / 1000 - time.time()))
+    log.info("password changed by the user", user_id=user_id)
+    return state.tokens.issue_pair(changed.id, changed.role, changed.username)
 
 
 async def _returning(uow: UnitOfWork, sql: str, params: tuple[Any, ...]) -> UserRecord | None:
@@ -169,11 +206,14 @@ async def handle_create_user(cmd: CreateUser, uow: UnitOfWork) -> UserRecord:
 
 
 async def handle_change_user(cmd: ChangeUser, uow: UnitOfWork) -> UserRecord | None:
+    # a new password ends every session begun before it (the API's clock, the one that stamps tokens)
+    sessions_end = datetime.now(UTC) if cmd.password_hash is not None else None
     record = await _returning(
         uow,
         f"UPDATE users SET role = coalesce(%s, role), status = coalesce(%s, status), "
-        f"password_hash = coalesce(%s, password_hash), updated_at = now() WHERE id = %s RETURNING {_COLUMNS}",
-        (cmd.role, cmd.status, cmd.password_hash, cmd.user_id),
+        f"password_hash = coalesce(%s, password_hash), sessions_valid_after = coalesce(%s, sessions_valid_after), "
+        f"updated_at = now() WHERE id = %s RETURNING {_COLUMNS}",
+        (cmd.role, cmd.status, cmd.password_hash, sessions_end, cmd.user_id),
     )
     if record is None:
         return None
@@ -229,7 +269,15 @@ async def refresh(state: ApiState, refresh_token: str) -> TokenPair:
     if user is None or not user.is_active:
         await state.tokens.revoke_family_id(claims.family, "disabled")
         raise ApiError(403, "user_disabled", "this user is no longer active: ask an administrator")
-    return state.tokens.issue_pair(user.id, user.role, user.username, claims.family)
+    if user.session_ended(claims.family_started_ms):
+        await state.tokens.revoke_family_id(claims.family, "password_changed")
+        raise ApiError(
+            401,
+            "token_revoked",
+            "the password changed after this session began: log in again",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return state.tokens.issue_pair(user.id, user.role, user.username, claims.family, claims.family_started_ms)
 
 
 async def _throttle_login(state: ApiState, who: str, limit: int, whom: str) -> None:

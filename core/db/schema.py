@@ -72,6 +72,8 @@ users = Table(
     Column("role", Text, nullable=False, server_default="user"),
     Column("status", Text, nullable=False, server_default="active"),
     Column("password_hash", Text, nullable=True),
+    # sessions (refresh families) begun at or before this instant are over: set when the password changes
+    Column("sessions_valid_after", DateTime(timezone=True), nullable=True),
     _created(),
     _updated(),
     CheckConstraint("role IN ('user', 'fund_manager', 'admin')", name="role"),
