@@ -24,10 +24,9 @@ from core.observability.logging import get_logger
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _HEADER = b"x-correlation-id"
-# one JSON string escape: a \uXXXX (its code unit captured) or any other escaped character, matched left to right
-# so an escaped backslash followed by "ud800" is not taken for an escape
-_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
-_HIGH, _LOW, _END = 0xD800, 0xDC00, 0xE000
+# a \uXXXX escape that may be unstorable: a UTF-16 surrogate (D800-DFFF) or NUL
+_CANDIDATE = re.compile(rb"\\u(?:[dD][89a-fA-F][0-9a-fA-F]{2}|0000)")
+_LOW = 0xDC00
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # in decoded text: a NUL, or a surrogate left without its pair
 log = get_logger("api.access")
 
@@ -106,7 +105,7 @@ class RequestContextMiddleware:
 
     async def _with_body(self, scope: Scope, receive: Any, send: Any, body: _Body) -> None:
         """Read the body (at most the limit: bodies are small) before the app does, refuse it when it is too large
-        or holds a lone surrogate, else hand it to the app as one message."""
+        or holds a string no stored text can hold, else hand it to the app as one message."""
         read = await _read_at_most(receive, self.max_body)
         if read is None:
             await self._refuse(send, "too_large")
@@ -194,26 +193,34 @@ def _replay(body: bytes, receive: Any) -> Any:
 def unstorable_escape_at(body: bytes) -> tuple[int, str] | None:
     """The offset of the first ``\\uXXXX`` escape in a JSON text that decodes to what no UTF-8 text can hold
     (half of a UTF-16 surrogate pair without the other half) or PostgreSQL's text cannot (NUL), and what is wrong
-    with it; None when there is none. A high surrogate must be followed at once by a low one."""
-    if b"\\u" not in body:
-        return None
-    waiting: int | None = None  # where a high surrogate waiting for its low half starts
-    for match in _ESCAPE.finditer(body):
-        unit = int(match.group(1), 16) if match.group(1) else None
-        if waiting is not None:
-            if match.start() == waiting + 6 and unit is not None and _LOW <= unit < _END:
-                waiting = None
-                continue
-            return waiting, _LONE_SURROGATE
-        if unit is None:
+    with it; None when there is none. A high surrogate must be followed at once by a low one.
+
+    Only candidate escapes are visited (a C-speed regex finds them), so ordinary bodies, however many other
+    escapes they hold, cost one scan; a body of surrogate pairs costs a short Python step per pair."""
+    low_of_a_pair = -1
+    for match in _CANDIDATE.finditer(body):
+        start = match.start()
+        if start == low_of_a_pair or not _is_escape(body, start):
             continue
+        unit = int(body[start + 2 : start + 6], 16)
         if unit == 0:
-            return match.start(), _NUL
-        if _HIGH <= unit < _LOW:
-            waiting = match.start()
-        elif _LOW <= unit < _END:
-            return match.start(), _LONE_SURROGATE
-    return None if waiting is None else (waiting, _LONE_SURROGATE)
+            return start, _NUL
+        if unit >= _LOW:  # a low surrogate not right after its high one
+            return start, _LONE_SURROGATE
+        following = _CANDIDATE.match(body, start + 6)
+        if following is None or int(body[start + 8 : start + 12], 16) < _LOW:
+            return start, _LONE_SURROGATE
+        low_of_a_pair = start + 6
+    return None
+
+
+def _is_escape(body: bytes, start: int) -> bool:
+    """Whether the backslash at ``start`` begins an escape: it does unless an odd run of backslashes precedes it
+    (then it is the second half of an escaped backslash, and what follows is plain text)."""
+    before = start
+    while before > 0 and body[before - 1] == 0x5C:
+        before -= 1
+    return (start - before) % 2 == 0
 
 
 def _location(body: bytes, at: int) -> list[str | int]:
