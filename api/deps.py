@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError
 from api.permissions import Permission, Role, permissions_of
-from api.ratelimit import check_authenticated
+from api.ratelimit import check_authenticated, check_refused_token, check_service
 from api.state import ApiState
 from api.tokens import ACCESS, SERVICE
 
@@ -63,13 +63,21 @@ async def authenticate(request: Request, credentials: HTTPAuthorizationCredentia
             headers={"WWW-Authenticate": "Bearer"},
         )
     state: ApiState = request.app.state.api
-    claims = state.tokens.decode(credentials.credentials, (ACCESS, SERVICE))
-    if claims.token_type == SERVICE and await state.tokens.is_revoked(claims):
-        raise ApiError(401, "token_revoked", "this service token was revoked", headers={"WWW-Authenticate": "Bearer"})
+    client_ip = request.client.host if request.client else None
+    try:
+        claims = state.tokens.decode(credentials.credentials, (ACCESS, SERVICE))
+        if claims.token_type == SERVICE and await state.tokens.is_revoked(claims):
+            raise ApiError(
+                401, "token_revoked", "this service token was revoked", headers={"WWW-Authenticate": "Bearer"}
+            )
+    except ApiError:
+        await check_refused_token(state, client_ip)  # a failed token counts against its address (429 once over)
+        raise
     principal = AuthPrincipal(claims.subject, claims.role, claims.token_id, claims.username)
-    if not principal.is_service:  # per-IP and per-user limits (429) and the user's token cutoff (401)
-        client = request.client
-        await check_authenticated(state, client.host if client else None, principal.subject, claims.issued_at_ms)
+    if principal.is_service:  # per-token and per-address limits of their own (429)
+        await check_service(state, client_ip, claims.token_id)
+    else:  # per-IP and per-user limits (429) and the user's token cutoff (401)
+        await check_authenticated(state, client_ip, principal.subject, claims.issued_at_ms)
     request.state.principal = principal
     return principal
 

@@ -22,6 +22,7 @@ class ApiMetrics:
     order_seconds: Histogram
     websocket_clients: Gauge
     rate_limited: Counter
+    requests_refused: Counter
 
 
 def build_api_metrics(metrics: Metrics) -> ApiMetrics:
@@ -51,4 +52,9 @@ def build_api_metrics(metrics: Metrics) -> ApiMetrics:
         ),
         websocket_clients=metrics.gauge("patriot_api_websocket_clients", "Open WebSocket stream connections"),
         rate_limited=metrics.counter("patriot_api_rate_limited_total", "Requests answered 429", ("scope",)),
+        requests_refused=metrics.counter(
+            "patriot_api_requests_refused_total",
+            "Requests refused for their input: too_large (413), unstorable_text or validation (422)",
+            ("reason",),
+        ),
     )

@@ -127,8 +127,13 @@ class ApiSettings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     rate_limit_user_per_min: int = 1200
     rate_limit_ip_per_min: int = 2400
-    rate_limit_login_per_min: int = 10  # per username
+    rate_limit_login_per_min: int = 10  # per (username, address): nobody locks a user out from elsewhere
     rate_limit_login_ip_per_min: int = 30  # per address: a password check costs ~0.5 s of CPU by design
+    # service tokens (the Telegram bot speaks for many users) get limits of their own, generous but finite
+    rate_limit_service_per_min: int = 12000  # per service token
+    rate_limit_service_ip_per_min: int = 12000  # per address, requests with service tokens
+    rate_limit_link_per_min: int = 300  # link-code redemptions per service token (bounds guessing codes)
+    rate_limit_link_ip_per_min: int = 300  # link-code redemptions per address
     idempotency_ttl_s: int = 24 * 3600
     order_reply_timeout_s: float = 10.0
     # how long a request waits for a PostgreSQL connection before answering 503 (the pool's default is 30 s)

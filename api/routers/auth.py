@@ -13,6 +13,7 @@ from fastapi import APIRouter, Path, Request, Response, status
 from api.deps import AuthPrincipal, Principal, State, require
 from api.errors import ApiError, ErrorBody
 from api.permissions import Permission, permissions_of
+from api.ratelimit import check_link_redemption, check_login
 from api.schemas.auth import (
     LoginRequest,
     MePublic,
@@ -49,12 +50,13 @@ def _pair(pair: TokenPair) -> TokenPairPublic:
     responses={
         401: _error("The username or password is wrong (the same answer for both)"),
         403: _error("The user is not active"),
-        429: _error("Too many attempts for this username or address: retry after Retry-After seconds"),
+        429: _error("Too many attempts for this username from this address, or from this address: see Retry-After"),
     },
 )
 async def login(body: LoginRequest, state: State, request: Request) -> TokenPairPublic:
-    client = request.client
-    return _pair(await service.login(state, body.username, body.password, client.host if client else None))
+    client_ip = request.client.host if request.client else None
+    await check_login(state, client_ip, body.username)  # per (username, address) and per address
+    return _pair(await service.login(state, body.username, body.password, client_ip))
 
 
 @router.post(
@@ -109,9 +111,13 @@ async def change_password(body: PasswordChange, state: State, principal: Princip
         400: _error("The code is unknown, expired or already used"),
         404: _error("The user the code was issued for no longer exists"),
         409: _error("The Telegram id is linked to another user"),
+        429: _error("Too many redemptions with this service token or from this address: see Retry-After"),
     },
 )
-async def link_telegram(body: TelegramLinkRequest, state: State, _bot: TelegramBot) -> TelegramLinkPublic:
+async def link_telegram(
+    body: TelegramLinkRequest, state: State, bot: TelegramBot, request: Request
+) -> TelegramLinkPublic:
+    await check_link_redemption(state, request.client.host if request.client else None, bot.token_id)
     user = await service.link_telegram(state, body.code, body.telegram_id)
     assert user.telegram_id is not None
     return TelegramLinkPublic(user_id=UUID(user.id), username=user.username, telegram_id=user.telegram_id)

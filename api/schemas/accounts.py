@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 Exchange = Literal["simulator", "binance", "bybit"]
+_PRINTABLE = re.compile(r"^[!-~]+$")  # printable ASCII, no space
+_PATTERN: dict[str, Any] = {"pattern": _PRINTABLE.pattern}  # told to clients (and schemathesis) in the schema
+
+
+def _printable(value: SecretStr) -> SecretStr:
+    """Exchange keys and secrets are printable ASCII without spaces: a control character (a NUL, a CR/LF that
+    would inject a header when the key is sent to the venue) is refused here, naming the field, never echoing it."""
+    if not _PRINTABLE.match(value.get_secret_value()):
+        raise ValueError("must be printable ASCII without spaces or control characters")
+    return value
+
+
+ApiKey = Annotated[
+    SecretStr, Field(min_length=1, max_length=256, json_schema_extra=_PATTERN), AfterValidator(_printable)
+]
+ApiSecret = Annotated[
+    SecretStr, Field(min_length=1, max_length=512, json_schema_extra=_PATTERN), AfterValidator(_printable)
+]
 
 
 class AccountCreate(BaseModel):
@@ -18,8 +37,8 @@ class AccountCreate(BaseModel):
 
     exchange: Exchange
     label: str = Field("main", min_length=1, max_length=64, pattern=r"^[\w .\-]+$")
-    api_key: SecretStr = Field(min_length=1, max_length=256)
-    api_secret: SecretStr = Field(min_length=1, max_length=512)
+    api_key: ApiKey
+    api_secret: ApiSecret
 
 
 class AccountPublic(BaseModel):

@@ -38,7 +38,8 @@ class RiskLimitSet(_Scoped):
     """Set one limit of a scope; ``value`` null lifts it. Applies to the next order, no restart."""
 
     limit_type: LimitType
-    value: Decimal | None = Field(None, ge=0, allow_inf_nan=False)
+    # the column is NUMERIC(38, 18): a value it cannot hold is refused here, in the API's words, not the database's
+    value: Decimal | None = Field(None, ge=0, allow_inf_nan=False, max_digits=38, decimal_places=18)
 
 
 class RiskLimitPublic(BaseModel):

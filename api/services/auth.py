@@ -235,12 +235,8 @@ USER_HANDLERS: dict[type[Command], CommandHandler] = {CreateUser: handle_create_
 async def login(state: ApiState, username: str, password: str, client_ip: str | None = None) -> TokenPair:
     """A new session for a user with a password. Unknown user and wrong password answer the same.
 
-    Attempts are limited per username (guessing one password) and per address (a password check costs about
-    half a second of CPU by design, so a flood of logins must not be able to starve the API)."""
-    api = state.kernel.settings.api
-    await _throttle_login(state, f"user:{username}", api.rate_limit_login_per_min, "this user")
-    if client_ip is not None:
-        await _throttle_login(state, f"ip:{client_ip}", api.rate_limit_login_ip_per_min, "this address")
+    Attempts are limited before this is called (``api.ratelimit.check_login``: per username and address, and per
+    address, so a flood of logins cannot starve the API and nobody can lock a user out from elsewhere)."""
     user = await get_user_by_username(state, username)
     # an unknown user is verified against a dummy hash, so both failures cost the same time
     if not await asyncio.to_thread(verify_password, user.password_hash if user else None, password) or user is None:
@@ -278,25 +274,6 @@ async def refresh(state: ApiState, refresh_token: str) -> TokenPair:
             headers={"WWW-Authenticate": "Bearer"},
         )
     return state.tokens.issue_pair(user.id, user.role, user.username, claims.family, claims.family_started_ms)
-
-
-async def _throttle_login(state: ApiState, who: str, limit: int, whom: str) -> None:
-    """At most ``limit`` login attempts a minute for ``who``, whatever their outcome."""
-    key = f"{state.kernel.names.prefix}ratelimit:login:{who}"
-    async with state.kernel.redis.pipeline(transaction=True) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, 60, nx=True)
-        pipe.ttl(key)
-        attempts, _, ttl = await pipe.execute()
-    if int(attempts) > limit:
-        state.extras["metrics"].rate_limited.labels("login").inc()
-        retry_after = str(max(1, int(ttl)))
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"too many login attempts for {whom}: retry in {retry_after} s",
-            headers={"Retry-After": retry_after},
-        )
 
 
 # -- the Telegram link flow ----------------------------------------------------------------------------------------

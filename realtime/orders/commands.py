@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import orjson
+import psycopg
 import structlog
 from opentelemetry import propagate
 from redis.asyncio import Redis
@@ -182,7 +183,7 @@ class CommandServer:
                 result = await self._bus.handle(command)
                 body: dict[str, Any] = {"ok": True, **(dataclasses.asdict(result) if result is not None else {})}
             except Exception as exc:  # counted by the bus; the caller hears what went wrong
-                body = {"ok": False, "error": type(exc).__name__, "message": str(exc)[:500]}
+                body = {"ok": False, **_public_error(exc)}
             log.info(
                 "command handled",
                 command=type(command).__name__,
@@ -205,3 +206,12 @@ class CommandServer:
 
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _public_error(exc: Exception) -> dict[str, str]:
+    """What the caller hears about a failed command: a refusal's own words, but never a database error's text
+    (its message and DETAIL quote the statement's values and the schema; it is logged here, with its SQLSTATE)."""
+    if isinstance(exc, psycopg.Error):
+        log.error("command failed in the database", error_type=type(exc).__name__, sqlstate=exc.sqlstate)
+        return {"error": "DatabaseError", "message": "the command could not be stored; the order service logged why"}
+    return {"error": type(exc).__name__, "message": str(exc)[:500]}

@@ -7,6 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,13 @@ async def _me(api: ApiHarness, access_token: str) -> httpx.Response:
 
 async def _refresh(api: ApiHarness, refresh_token: str) -> httpx.Response:
     return await api.client.post("/auth/refresh", json={"refresh_token": refresh_token})
+
+
+async def _inside_one_window(margin_s: float) -> None:
+    """Login limits count per wall-clock minute: start a burst far enough from a window boundary not to straddle it."""
+    into = time.time() % 60
+    if into > 60 - margin_s:
+        await asyncio.sleep(60 - into + 0.05)
 
 
 def _set_status(api: ApiHarness, user: ApiUser, status: str) -> None:
@@ -89,6 +97,21 @@ async def test_login_attempts_over_the_per_username_limit_get_429_with_retry_aft
     assert 1 <= int(throttled.headers["retry-after"]) <= 60
     other = await api.new_user("fund_manager")
     assert (await _login(api, other.username)).status_code == 200
+
+
+async def test_failed_logins_from_one_address_never_refuse_the_right_password_from_another(api: ApiHarness) -> None:
+    staff = await api.new_user("fund_manager")
+    limit = api.app.state.settings.api.rate_limit_login_per_min
+    await _inside_one_window(30)  # password checks take seconds on a loaded machine: keep the burst in one window
+    guesses = await asyncio.gather(*(_login(api, staff.username, "guess") for _ in range(limit)))
+    assert [r.status_code for r in guesses] == [401] * limit
+    assert (await _login(api, staff.username)).status_code == 429  # the guessing address is throttled
+
+    # the same user, the right password, another address (loopback has all of 127/8): served
+    elsewhere = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    async with httpx.AsyncClient(base_url=api.base_url, transport=elsewhere, timeout=30) as other:
+        answer = await other.post("/auth/login", json={"username": staff.username, "password": PASSWORD})
+    assert answer.status_code == 200, answer.text
 
 
 async def test_login_attempts_over_the_per_address_limit_get_429_whatever_the_username(api: ApiHarness) -> None:

@@ -1,6 +1,7 @@
 """Rate limits and tracing over real HTTP: the app served by uvicorn on the real PostgreSQL and Redis, with limits
 low enough to pass in a few requests. Per-user and per-IP limits answer 429 with ``Retry-After`` and the JSON
-error body, and every request leaves a server span carrying its correlation id."""
+error body; a junk bearer token does not skip the per-IP limit; service tokens and link-code redemptions have
+limits of their own; every request leaves a server span carrying its correlation id."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ class Served:
         return {"Authorization": f"Bearer {token}"}
 
 
-ServeWith = Callable[[int, int], Awaitable[Served]]
+ServeWith = Callable[..., Awaitable[Served]]
 
 
 @pytest.fixture
@@ -48,8 +49,8 @@ async def serve_with(settings: Settings) -> AsyncIterator[ServeWith]:
     so the test does not depend on which resource routers exist yet)."""
     running: list[tuple[uvicorn.Server, asyncio.Task[None], httpx.AsyncClient]] = []
 
-    async def start(user_per_min: int, ip_per_min: int) -> Served:
-        settings.api = ApiSettings(rate_limit_user_per_min=user_per_min, rate_limit_ip_per_min=ip_per_min)
+    async def start(user_per_min: int, ip_per_min: int, **limits: int) -> Served:
+        settings.api = ApiSettings(rate_limit_user_per_min=user_per_min, rate_limit_ip_per_min=ip_per_min, **limits)
         app = create_app(settings, venues={})
 
         @app.get("/probe/me")
@@ -117,6 +118,52 @@ async def test_address_over_the_per_ip_limit_gets_429_but_health_still_answers(s
     assert (await served.client.get("/health")).status_code == 200
     metrics = (await served.client.get("/metrics")).text
     assert 'patriot_api_rate_limited_total{scope="ip"} 3.0' in metrics
+
+
+async def test_requests_with_junk_bearer_tokens_count_against_the_address_and_get_429(serve_with: ServeWith) -> None:
+    served = await serve_with(1000, IP_LIMIT)
+    await _inside_one_window()
+    junk = [{"Authorization": "Bearer junk"}, {"Authorization": f"Bearer {uuid.uuid4().hex}"}]
+    statuses = [(await served.client.get("/probe/me", headers=junk[n % 2])).status_code for n in range(IP_LIMIT)]
+    assert statuses == [401] * IP_LIMIT  # each refused token was counted against the address
+
+    refused = await served.client.get("/probe/me", headers=junk[0])
+    assert refused.status_code == 429 and error_code(refused) == "rate_limited"
+    assert refused.json()["error"]["details"]["scope"] == "ip"
+    # the same address's counter: no token at all is refused too, a valid token from it as well
+    assert (await served.client.get("/probe/open")).status_code == 429
+    assert (await served.client.get("/probe/me", headers=served.bearer(str(uuid.uuid4())))).status_code == 429
+    metrics = (await served.client.get("/metrics")).text
+    assert 'patriot_api_rate_limited_total{scope="ip"} 3.0' in metrics
+
+
+async def test_service_tokens_are_limited_per_token_and_per_address(serve_with: ServeWith) -> None:
+    served = await serve_with(1000, 1000, rate_limit_service_per_min=3, rate_limit_service_ip_per_min=5)
+    tokens = served.app.state.api.tokens
+    first, second = ({"Authorization": f"Bearer {tokens.service_token('telegram-bot')}"} for _ in range(2))
+    await _inside_one_window()
+    statuses = [(await served.client.get("/auth/me", headers=first)).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    second_token = await served.client.get("/auth/me", headers=second)
+    assert second_token.status_code == 200  # a limit per token: the other token is still served
+    over_address = await served.client.get("/auth/me", headers=second)  # the address's sixth service request
+    assert over_address.status_code == 429
+    assert over_address.json()["error"]["details"]["scope"] == "service_ip"
+    assert 1 <= int(over_address.headers["retry-after"]) <= 60
+
+
+async def test_link_code_redemptions_are_limited_per_service_token(serve_with: ServeWith) -> None:
+    served = await serve_with(1000, 1000, rate_limit_link_per_min=3)
+    bot = {"Authorization": f"Bearer {served.app.state.api.tokens.service_token('telegram-bot')}"}
+    await _inside_one_window()
+    guesses = [
+        await served.client.post("/auth/telegram/link", headers=bot, json={"code": f"GUESS{n:03d}", "telegram_id": 7})
+        for n in range(4)
+    ]
+    assert [r.status_code for r in guesses] == [400, 400, 400, 429]
+    assert error_code(guesses[-1]) == "rate_limited" and guesses[-1].json()["error"]["details"]["scope"] == "link"
+    # other calls of the same bot are not link redemptions: they go on
+    assert (await served.client.get("/auth/me", headers=bot)).status_code == 200
 
 
 async def test_each_request_records_a_server_span_with_its_correlation_id(
