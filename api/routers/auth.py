@@ -93,13 +93,18 @@ async def logout(body: RefreshRequest, state: State) -> Response:
     responses={
         401: _error("The current password is wrong"),
         409: _error("The user has no password (Telegram users log in through the bot)"),
-        429: _error("Too many attempts for this user: retry after Retry-After seconds"),
+        429: _error("Too many attempts for this user from this address, or from this address: see Retry-After"),
     },
 )
-async def change_password(body: PasswordChange, state: State, principal: Principal) -> TokenPairPublic:
+async def change_password(
+    body: PasswordChange, state: State, principal: Principal, request: Request
+) -> TokenPairPublic:
     if principal.is_service:
         raise ApiError(403, "forbidden", "a service has no password")
-    pair = await service.change_own_password(state, principal.user_id, body.current_password, body.new_password)
+    client_ip = request.client.host if request.client else None
+    pair = await service.change_own_password(
+        state, principal.user_id, body.current_password, body.new_password, client_ip
+    )
     return _pair(pair)
 
 

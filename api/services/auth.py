@@ -26,6 +26,7 @@ from psycopg.rows import dict_row
 
 from api.errors import ApiError
 from api.passwords import hash_password, needs_rehash, verify_password
+from api.ratelimit import check_login
 from api.state import ApiState
 from api.tokens import TokenPair
 from core.domain.messages import Command
@@ -159,15 +160,15 @@ async def update_user(
     return record
 
 
-async def change_own_password(state: ApiState, user_id: str, current_password: str, new_password: str) -> TokenPair:
+async def change_own_password(
+    state: ApiState, user_id: str, current_password: str, new_password: str, client_ip: str | None = None
+) -> TokenPair:
     """The user changes their password (knowing the current one): every session ends, and this caller gets a new
-    one. Attempts count against the same per-username limit as logins (a password check is a guess)."""
+    one. Attempts count against the same limits as logins (a password check is a guess)."""
     user = await get_user(state, user_id)
     if user is None or user.password_hash is None:
         raise ApiError(409, "no_password", "this user logs in without a password (Telegram)")
-    await _throttle_login(
-        state, f"user:{user.username}", state.kernel.settings.api.rate_limit_login_per_min, "this user"
-    )
+    await check_login(state, client_ip, user.username)
     if not await asyncio.to_thread(verify_password, user.password_hash, current_password):
         raise ApiError(401, "invalid_credentials", "the current password is wrong")
     changed = await update_user(state, user_id, role=None, status=None, password=new_password, by_user_id=user_id)
