@@ -219,13 +219,15 @@ class MarketDataSink:
                                 c.closed,
                             )
                         )
-                # a kline is re-sent while its minute is open, a trade-built candle when late trades rebuild it: the last version wins
+                # a kline is re-sent while its minute is open, a trade-built candle when late trades rebuild its
+                # minute: the last version wins
                 await conn.execute(
                     f"INSERT INTO market_candles ({_CANDLE_COLUMNS}) SELECT DISTINCT ON (exchange, symbol, interval,"
                     f" source, open_time) {_CANDLE_COLUMNS} FROM stage_candles ORDER BY exchange, symbol, interval,"
                     " source, open_time, closed DESC, volume DESC"
                     " ON CONFLICT (exchange, symbol, interval, source, open_time)"
-                    " DO UPDATE SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,"
+                    " DO UPDATE SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,"
+                    " close = EXCLUDED.close,"
                     " volume = EXCLUDED.volume, quote_volume = EXCLUDED.quote_volume,"
                     " trade_count = EXCLUDED.trade_count, closed = EXCLUDED.closed"
                 )

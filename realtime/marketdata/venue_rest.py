@@ -90,6 +90,14 @@ class MarketDataRest:
 
     async def get_json(self, session: aiohttp.ClientSession, path: str, params: dict[str, str], weight: int) -> Any:
         """The decoded body of ``GET path``; raises VenueRefused (429/418) or VenueError (anything else)."""
+        body = await self.get_raw(session, path, params, weight)
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise VenueError(f"{path} answered a body that is not JSON: {body[:120]!r}") from exc
+
+    async def get_raw(self, session: aiohttp.ClientSession, path: str, params: dict[str, str], weight: int) -> bytes:
+        """The body of a 200 answer to ``GET path``, after paying ``weight``; raises as ``get_json`` does."""
         await self._wait_if_blocked()
         await self._budget.acquire(weight)
         await self._wait_if_blocked()  # another call of ours may have been refused while we waited for weight
@@ -100,10 +108,7 @@ class MarketDataRest:
                 await self._refused_for(resp.status, retry_after_s(resp.status, resp.headers))
             if resp.status != 200:
                 raise VenueError(f"{path} answered {resp.status}: {body[:200].decode(errors='replace')}")
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise VenueError(f"{path} answered a body that is not JSON: {body[:120]!r}") from exc
+        return body
 
     async def _refused_for(self, status: int, wait_s: float) -> None:
         self.refusals[status] = self.refusals.get(status, 0) + 1
