@@ -25,6 +25,7 @@ KERNEL_TABLES = {
     "event_store",
     "outbox",
     "processed_messages",
+    "trade_gaps",
 }
 
 
@@ -32,7 +33,7 @@ def test_migrate_creates_every_table_and_is_reversible(empty_database_url: str) 
     assert current_revision(empty_database_url) is None
     upgrade(empty_database_url)
     upgrade(empty_database_url)  # a second run on every start is a no-op
-    assert current_revision(empty_database_url) == "0003_capital_flows"
+    assert current_revision(empty_database_url) == "0004_trade_gaps"
     with psycopg.connect(empty_database_url) as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         assert KERNEL_TABLES <= tables
