@@ -102,6 +102,26 @@ class CandleBuilder:
         self._keep(key, bar)
         return bar.to_candle(self.interval, True)
 
+    def add_backfilled(self, trade: Trade) -> tuple[Candle | None, bool]:
+        """Fold a backfilled trade into the interval it belongs to, never opening or closing one for it.
+
+        Returns (the interval's corrected candle if it was closed, whether this builder holds the interval); an
+        interval it does not hold (before its first live trade, e.g. after a restart) must be rebuilt from the
+        stored trades instead, since only part of its trades ever passed through here.
+        """
+        start = trade.exchange_ts_ms - trade.exchange_ts_ms % self.interval_ms
+        key = (trade.exchange, trade.symbol)
+        bar, horizon = self._open.get(key), self._horizon.get(key)
+        if bar is None or horizon is None or start < horizon:
+            self.late_trades += 1
+            return None, False
+        if start == bar.open_time_ms:
+            bar.fold(trade)
+            return None, True
+        if start > bar.open_time_ms:
+            return self.add(trade), True
+        return self._late(key, trade, start), True
+
     def flush(self, now_ms: int) -> list[Candle]:
         """Close every open candle whose interval ended at or before ``now_ms`` (call it on a timer)."""
         closed = [key for key, bar in self._open.items() if bar.open_time_ms + self.interval_ms <= now_ms]

@@ -45,6 +45,7 @@ log = structlog.get_logger(__name__)
 
 Sink = Callable[[MarketEvent], Awaitable[None]]
 Flush = Callable[[], Awaitable[None]]
+RebuildCandles = Callable[[str, str, int, int], Awaitable[int]]
 
 
 class _NoBudget:
@@ -114,13 +115,16 @@ class BinanceCollector:
         budget: WeightBudget | None = None,
         gaps: TradeGapStore | None = None,
         flush: Flush | None = None,
+        rebuild_candles: RebuildCandles | None = None,
     ) -> None:
         """``budget``: the venue's shared weight bucket; ``gaps``: where open gaps are kept; ``flush``: makes what
-        the sink holds durable (a gap is closed only after it)."""
+        the sink holds durable (a gap is closed only after it); ``rebuild_candles(exchange, symbol, from_ms,
+        to_ms)``: recomputes trade-built candles from stored trades, for filled minutes the builder never held."""
         self._config = config
         self._parser = parser
         self._sink = sink
         self._flush = flush
+        self._rebuild_candles = rebuild_candles
         self._gaps: TradeGapStore = gaps if gaps is not None else MemoryGapStore()
         self._rest = MarketDataRest(config.rest_url, budget or _NoBudget(), metrics, config.api_key)
         self._books: dict[str, OrderBook] = {}
@@ -362,6 +366,15 @@ class BinanceCollector:
         if candle is not None:
             await self._sink(candle)
 
+    async def _emit_backfilled(self, trade: Trade, unheld: list[int]) -> None:
+        """Send a backfilled trade on and into its candle; ``unheld`` collects the times the builder cannot fix."""
+        await self._sink(trade)
+        candle, held = self._candles.add_backfilled(trade)
+        if candle is not None:
+            await self._sink(candle)
+        if not held:
+            unheld.append(trade.exchange_ts_ms)
+
     def _track_gap(self, gap: TradeGap) -> None:
         """Keep the gap open and make sure its symbol's repair task runs."""
         gaps = self._open_gaps.setdefault(gap.symbol, [])
@@ -378,8 +391,9 @@ class BinanceCollector:
         failures = 0
         while gaps and not self._stop.is_set():
             gap = min(gaps, key=lambda g: g.first_missing_id)
+            unheld: list[int] = []
             try:
-                await self._backfill(gap)
+                await self._backfill(gap, unheld)
             except (VenueRefused, VenueError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                 failures += 1
                 await self._gaps.attempted(gap, str(exc))
@@ -390,13 +404,15 @@ class BinanceCollector:
             failures = 0
             if self._flush is not None:
                 await self._flush()  # the gap's trades are stored before it is closed
+            if unheld and self._rebuild_candles is not None:
+                await self._rebuild_candles(self._config.exchange, symbol, min(unheld), max(unheld))
             await self._gaps.close(gap)
             gaps.remove(gap)
             self.stats.gaps_closed += 1
             self._open_gap_gauge.labels(symbol=symbol).set(len(gaps))
             log.info("trade gap filled", symbol=symbol, first_id=gap.first_missing_id, last_id=gap.last_missing_id)
 
-    async def _backfill(self, gap: TradeGap) -> None:
+    async def _backfill(self, gap: TradeGap, unheld: list[int]) -> None:
         """Fetch the missing trades from REST and send them on in order; raises VenueError if the venue lacks some.
 
         ``gap.first_missing_id`` moves up as pages arrive, so a retry continues where the last one stopped.
@@ -429,7 +445,7 @@ class BinanceCollector:
                     int(row["time"]),
                     now,
                 )
-                await self._emit_trade(trade)
+                await self._emit_backfilled(trade, unheld)
                 self.stats.backfilled += 1
                 gap.first_missing_id = trade_id + 1
             if gap.first_missing_id == progressed:

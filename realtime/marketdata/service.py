@@ -75,6 +75,7 @@ async def run_market_data(settings: Settings, database_url: str, redis_url: str,
         budget=weight_budget(settings, redis),
         gaps=PostgresGapStore(database_url),
         flush=sink.flush,
+        rebuild_candles=sink.rebuild_trade_candles,
     )
     collector.seed_last_trade_ids(await last_stored_trade_ids(database_url, "binance"))
     for symbol in settings.market_data.symbols:

@@ -104,6 +104,7 @@ async def start_collector(
         budget=budget,
         gaps=PostgresGapStore(database_url),
         flush=sink.flush,
+        rebuild_candles=sink.rebuild_trade_candles,
     )
     collector.seed_last_trade_ids(await last_stored_trade_ids(database_url, "binance"))
     for stream in streams:
@@ -181,6 +182,14 @@ async def candles_against_trades(database_url: str) -> list[tuple[object, ...]]:
         return list(await cur.fetchall())
 
 
+def assert_candles_match(rows: list[tuple[object, ...]]) -> None:
+    """Every trade-built candle equals the aggregation of its minute's stored trades (volume to float precision)."""
+    assert len(rows) >= 4
+    for open_time, count, n, c_open, t_open, c_high, t_high, c_low, t_low, c_close, t_close, c_vol, t_vol in rows:
+        assert (count, c_open, c_high, c_low, c_close) == (n, t_open, t_high, t_low, t_close), open_time
+        assert abs(Decimal(c_vol) - Decimal(t_vol)) <= Decimal(t_vol) * Decimal("1e-9"), open_time  # type: ignore[arg-type]
+
+
 async def test_mid_stream_capture_with_faults_at_40x_loses_no_trade_and_candles_match_stored_trades(
     venue: Venue, migrated_database_url: str, redis_url: str, key_prefix: str
 ) -> None:
@@ -222,11 +231,7 @@ async def test_mid_stream_capture_with_faults_at_40x_loses_no_trade_and_candles_
     assert collector.stats.resyncs >= 1
     assert depth_requests <= 3 * collector.stats.resyncs, (depth_requests, collector.stats.resyncs)
 
-    rows = await candles_against_trades(migrated_database_url)
-    assert len(rows) >= 4
-    for open_time, count, n, c_open, t_open, c_high, t_high, c_low, t_low, c_close, t_close, c_vol, t_vol in rows:
-        assert (count, c_open, c_high, c_low, c_close) == (n, t_open, t_high, t_low, t_close), open_time
-        assert abs(Decimal(c_vol) - Decimal(t_vol)) <= Decimal(t_vol) * Decimal("1e-9"), open_time  # type: ignore[arg-type]
+    assert_candles_match(await candles_against_trades(migrated_database_url))
 
 
 async def test_a_refused_snapshot_waits_out_retry_after_with_one_request_in_flight(
@@ -307,3 +312,4 @@ async def test_an_open_gap_survives_a_restart_and_is_filled_after_it(
     assert second.collector.stats.gaps_closed == 1
     assert await open_gap_rows(migrated_database_url) == []
     assert await stored_ids(migrated_database_url) == venue.trade_ids
+    assert_candles_match(await candles_against_trades(migrated_database_url))  # the filled minute was rebuilt

@@ -100,3 +100,16 @@ def test_a_late_trade_rebuilds_its_closed_minute_in_trade_id_order() -> None:
     quiet = builder.add(Trade("binance", "BTCUSDT", 15, 9.0, 1.0, False, 150_000, 0))
     assert quiet is not None and quiet.open_time_ms == 120_000 and quiet.trade_count == 1
     assert builder.late_trades == 0
+
+
+def test_a_backfilled_trade_before_the_builder_held_its_minute_is_left_to_the_stored_trades() -> None:
+    builder = CandleBuilder()
+    assert builder.add_backfilled(Trade("binance", "BTCUSDT", 1, 10.0, 1.0, False, 60_500, 0)) == (None, False)
+    builder.add(Trade("binance", "BTCUSDT", 9, 12.0, 1.0, False, 180_000, 0))
+    # before the first live trade's minute: not opened as a bar of its own, reported as not held
+    assert builder.add_backfilled(Trade("binance", "BTCUSDT", 5, 11.0, 1.0, False, 120_000, 0)) == (None, False)
+    assert builder.add_backfilled(Trade("binance", "BTCUSDT", 8, 13.0, 1.0, False, 181_000, 0)) == (None, True)
+    current = builder.current("binance", "BTCUSDT")
+    assert current is not None and current.open_time_ms == 180_000 and current.trade_count == 2
+    assert current.open == 13.0 and current.close == 12.0  # id 8 came before id 9
+    assert builder.late_trades == 2
