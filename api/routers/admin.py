@@ -1,5 +1,6 @@
 """/admin: how the platform is doing, for operators (system:monitor): stream lengths and consumer groups'
-pending counts and lag, dead letters per stream, the outbox backlog and live account-stream heartbeats.
+pending counts and lag, dead letters per stream, the outbox backlog, live account-stream heartbeats and the market
+data's open trade gaps.
 
 Stream names come from ``core.messaging.streams`` (every stream, every shard); Redis is asked in pipelines
 so the whole picture costs a few round trips however many shards there are.
@@ -19,9 +20,11 @@ from api.schemas.admin import (
     DeadLettersPublic,
     GroupStatus,
     HeartbeatsPublic,
+    OpenTradeGap,
     OutboxStatus,
     StreamStatus,
     SystemPublic,
+    TradeGapsStatus,
 )
 from core.messaging.streams import STREAM_SPECS, StreamNames
 from realtime.accounts.service import stream_heartbeat_key
@@ -31,6 +34,7 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 Monitor = allowed(Permission.SYSTEM_MONITOR)
 DEAD_LETTER_SCAN = 10_000
 """How many of the newest dead letters are read to count them per source stream."""
+OPEN_GAPS_LISTED = 50
 
 
 @router.get("/system", response_model=SystemPublic, summary="Streams, consumer groups, dead letters, outbox")
@@ -38,6 +42,7 @@ async def system(state: State, _principal: Monitor) -> SystemPublic:
     now = datetime.now(UTC)
     async with state.kernel.pool.connection() as conn:
         row = await (await conn.execute("SELECT count(*), min(created_at) FROM outbox")).fetchone()
+        gaps = await open_trade_gaps(conn)
     backlog = int(cast(int, row[0])) if row else 0
     oldest = cast(datetime | None, row[1]) if row else None
     return SystemPublic(
@@ -48,7 +53,28 @@ async def system(state: State, _principal: Monitor) -> SystemPublic:
             backlog=backlog, oldest_at=oldest, oldest_age_s=(now - oldest).total_seconds() if oldest else None
         ),
         heartbeats=HeartbeatsPublic(account_streams_live=await live_account_streams(state)),
+        trade_gaps=gaps,
     )
+
+
+async def open_trade_gaps(conn: Any) -> TradeGapsStatus:
+    """The collector's unfilled trade gaps (``trade_gaps`` rows not closed): how many, how many trades, the oldest."""
+    totals = await (
+        await conn.execute(
+            "SELECT count(*), coalesce(sum(last_missing_id - first_missing_id + 1), 0) FROM trade_gaps"
+            " WHERE closed_at IS NULL"
+        )
+    ).fetchone()
+    cur = await conn.execute(
+        "SELECT venue, symbol, first_missing_id, last_missing_id, opened_at, attempts FROM trade_gaps"
+        " WHERE closed_at IS NULL ORDER BY opened_at, id LIMIT %s",
+        (OPEN_GAPS_LISTED,),
+    )
+    oldest = [
+        OpenTradeGap(venue=v, symbol=s, first_missing_id=f, last_missing_id=last, opened_at=opened, attempts=attempts)
+        for v, s, f, last, opened, attempts in await cur.fetchall()
+    ]
+    return TradeGapsStatus(open=int(totals[0]), missing_trades=int(totals[1]), oldest=oldest)
 
 
 @router.get("/dead-letters", response_model=DeadLettersPublic, summary="Dead-lettered messages per source stream")

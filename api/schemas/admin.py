@@ -37,9 +37,25 @@ class HeartbeatsPublic(BaseModel):
     account_streams_live: int = Field(description="exchange account streams whose heartbeat key is current")
 
 
+class OpenTradeGap(BaseModel):
+    venue: str
+    symbol: str
+    first_missing_id: int
+    last_missing_id: int
+    opened_at: datetime
+    attempts: int = Field(description="backfills tried so far")
+
+
+class TradeGapsStatus(BaseModel):
+    open: int = Field(description="trade-id holes found by the market-data collector and not yet filled")
+    missing_trades: int = Field(description="trades those gaps still lack")
+    oldest: list[OpenTradeGap] = Field(description="the oldest open gaps (at most 50)")
+
+
 class SystemPublic(BaseModel):
     checked_at: datetime
     streams: list[StreamStatus]
     dead_letters: DeadLettersPublic
     outbox: OutboxStatus
     heartbeats: HeartbeatsPublic
+    trade_gaps: TradeGapsStatus

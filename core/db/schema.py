@@ -311,3 +311,22 @@ processed_messages = Table(
     # the consumer's retention prune: its own group's oldest rows first
     Index("ix_processed_messages_consumer_processed_at", "consumer", "processed_at"),
 )
+
+trade_gaps = Table(
+    "trade_gaps",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("venue", Text, nullable=False),
+    Column("symbol", Text, nullable=False),
+    Column("first_missing_id", BigInteger, nullable=False),
+    Column("last_missing_id", BigInteger, nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text, nullable=True),
+    Column("closed_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("venue", "symbol", "first_missing_id", name="uq_trade_gaps_venue_symbol_first"),
+    CheckConstraint("last_missing_id >= first_missing_id", name="range_ordered"),
+    Index("ix_trade_gaps_open", "venue", "symbol", postgresql_where=text("closed_at IS NULL")),
+)
+"""Trade-id holes the market-data collector found and has not yet filled: closed only once the trades are stored,
+so a hole outlives a failed backfill and a restart."""

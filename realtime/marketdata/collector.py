@@ -2,9 +2,15 @@
 
 Keeps each connection alive the way Binance expects (pongs to its pings, fewer than 5 control messages a
 second, a fresh connection before the 24 h cut-off), reconnects with capped exponential backoff and jitter,
-and watches for silence. Trade ids are checked for gaps: a hole (after a reconnect, a skipped message, a
-restart) is filled from REST ``historicalTrades`` before newer trades go on, so stored trades have no holes.
-Malformed or unknown messages are counted and logged, never fatal.
+and watches for silence. Malformed or unknown messages are counted and logged, never fatal.
+
+Order books follow Binance's procedure: diffs are buffered while a book is out of sync and one task per book asks
+for the REST snapshot, retrying with exponential backoff and jitter until one bridges the buffered diffs. Trade ids
+are checked for gaps: a hole (after a reconnect, a skipped message, a restart) is recorded as an open gap and
+filled from REST ``historicalTrades`` in the background while live trades go on; it is closed only once its trades
+are stored, retried with backoff until then, and picked up again after a restart. Every REST call draws on the
+shared weight budget and stops while the venue says so (see ``venue_rest``). Backfilled trades go through the
+trade-built candle builder too, which rebuilds the closed minutes they belong to.
 """
 
 from __future__ import annotations
@@ -22,13 +28,39 @@ import structlog
 from core.observability.metrics import Metrics
 from realtime.marketdata.binance import BinanceParser
 from realtime.marketdata.candles import CandleBuilder
+from realtime.marketdata.gaps import MemoryGapStore, TradeGap, TradeGapStore
 from realtime.marketdata.models import BookDelta, MarketEvent, Trade
-from realtime.marketdata.orderbook import BookStatus, OrderBook
+from realtime.marketdata.orderbook import OrderBook
 from realtime.marketdata.subscriptions import ControlRateLimiter, SubscriptionRegistry
+from realtime.marketdata.venue_rest import (
+    HISTORICAL_TRADES_WEIGHT,
+    MarketDataRest,
+    VenueError,
+    VenueRefused,
+    WeightBudget,
+    depth_weight,
+)
 
 log = structlog.get_logger(__name__)
 
 Sink = Callable[[MarketEvent], Awaitable[None]]
+Flush = Callable[[], Awaitable[None]]
+RebuildCandles = Callable[[str, str, int, int], Awaitable[int]]
+
+
+class _NoBudget:
+    """No shared weight budget (tools and tests that aim at something else); the venue's refusals still count."""
+
+    async def acquire(self, weight: int = 1) -> float:
+        return 0.0
+
+    async def penalize(self, seconds: float) -> None:
+        return None
+
+
+def backoff_s(attempt: int, initial_s: float, max_s: float) -> float:
+    """Exponential backoff with jitter for the ``attempt``-th retry (1, 2, ...): half to all of the capped step."""
+    return min(max_s, initial_s * 2 ** max(0, attempt - 1)) * random.uniform(0.5, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +75,11 @@ class CollectorConfig:
     watchdog_s: float = 15.0
     max_connection_age_s: float = 23.5 * 3600  # Binance closes connections at 24 h
     backfill_page: int = 1000
+    depth_limit: int = 1000
+    snapshot_retry_initial_s: float = 0.5
+    snapshot_retry_max_s: float = 30.0
+    gap_retry_initial_s: float = 0.5
+    gap_retry_max_s: float = 60.0
 
 
 @dataclass(slots=True)
@@ -61,16 +98,39 @@ class CollectorStats:
     duplicates: int = 0
     backfilled: int = 0
     gaps: int = 0
+    gaps_closed: int = 0
+    resyncs: int = 0
+    snapshot_requests: int = 0
     last_trade_id: dict[str, int] = field(default_factory=dict)
 
 
 class BinanceCollector:
-    def __init__(self, config: CollectorConfig, parser: BinanceParser, sink: Sink, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        config: CollectorConfig,
+        parser: BinanceParser,
+        sink: Sink,
+        metrics: Metrics,
+        *,
+        budget: WeightBudget | None = None,
+        gaps: TradeGapStore | None = None,
+        flush: Flush | None = None,
+        rebuild_candles: RebuildCandles | None = None,
+    ) -> None:
+        """``budget``: the venue's shared weight bucket; ``gaps``: where open gaps are kept; ``flush``: makes what
+        the sink holds durable (a gap is closed only after it); ``rebuild_candles(exchange, symbol, from_ms,
+        to_ms)``: recomputes trade-built candles from stored trades, for filled minutes the builder never held."""
         self._config = config
         self._parser = parser
         self._sink = sink
+        self._flush = flush
+        self._rebuild_candles = rebuild_candles
+        self._gaps: TradeGapStore = gaps if gaps is not None else MemoryGapStore()
+        self._rest = MarketDataRest(config.rest_url, budget or _NoBudget(), metrics, config.api_key)
         self._books: dict[str, OrderBook] = {}
-        self._resyncing: set[str] = set()
+        self._resync_tasks: dict[str, asyncio.Task[None]] = {}
+        self._gap_tasks: dict[str, asyncio.Task[None]] = {}
+        self._open_gaps: dict[str, list[TradeGap]] = {}
         self._candles = CandleBuilder()
         self._last_data = time.monotonic()
         self._registry = SubscriptionRegistry(config.max_streams_per_connection)
@@ -78,13 +138,13 @@ class BinanceCollector:
         self._limiter = ControlRateLimiter()
         self._session: aiohttp.ClientSession | None = None
         self._stop = asyncio.Event()
-        self._backfill_locks: dict[str, asyncio.Lock] = {}
         self.stats = CollectorStats()
         self._bad = metrics.counter(
             "patriot_marketdata_bad_messages_total", "Malformed or unknown messages", ("reason",)
         )
         self._gap_metric = metrics.counter("patriot_marketdata_trade_gaps_total", "Trade id gaps found", ("symbol",))
         self._reconnects = metrics.counter("patriot_marketdata_reconnects_total", "WebSocket reconnects", ("shard",))
+        self._open_gap_gauge = metrics.gauge("open_trade_gaps", "Trade id gaps not yet filled", ("symbol",))
 
     # --- subscriptions -------------------------------------------------------------------------------------
 
@@ -126,9 +186,20 @@ class BinanceCollector:
     # --- running -------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Connect every shard and resume the gaps a previous run left open."""
         self._session = aiohttp.ClientSession()
+        for gap in await self._gaps.open_gaps(self._config.exchange):
+            self._track_gap(gap)
         for shard in self._shards.values():
             shard.task = asyncio.create_task(self._run_shard(shard))
+
+    @property
+    def rest(self) -> MarketDataRest:
+        return self._rest
+
+    def open_gaps(self) -> list[TradeGap]:
+        """Gaps found and not yet filled (their trades are not all stored)."""
+        return [gap for gaps in self._open_gaps.values() for gap in gaps]
 
     async def stop(self) -> None:
         self._stop.set()
@@ -136,6 +207,7 @@ class BinanceCollector:
             if shard.ws is not None:
                 await shard.ws.close()
         tasks = [s.task for s in self._shards.values() if s.task is not None]
+        tasks += [*self._resync_tasks.values(), *self._gap_tasks.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -240,27 +312,40 @@ class BinanceCollector:
         book = self._books.get(delta.symbol)
         if book is None:
             book = self._books[delta.symbol] = OrderBook(delta.symbol, "binance_spot")
-        status = book.apply(delta)
-        if status in (BookStatus.RESYNC, BookStatus.BUFFERED) and not book.synced:
-            await self._resync_book(book)
+        book.apply(delta)
+        if not book.synced:
+            task = self._resync_tasks.get(book.symbol)
+            if task is None or task.done():
+                self.stats.resyncs += 1
+                self._resync_tasks[book.symbol] = asyncio.create_task(self._resync_book(book))
 
     async def _resync_book(self, book: OrderBook) -> None:
-        """Start (or restart after a gap or a crossed book) from a REST snapshot; buffered diffs follow it."""
-        if book.symbol in self._resyncing:
-            return
-        self._resyncing.add(book.symbol)
-        try:
-            assert self._session is not None
-            params = {"symbol": book.symbol, "limit": "1000"}
-            async with self._session.get(f"{self._config.rest_url}/api/v3/depth", params=params) as resp:
-                if resp.status != 200:
-                    log.warning("depth snapshot refused", symbol=book.symbol, status=resp.status)
-                    return
-                raw = await resp.read()
-            status = book.apply_snapshot(self._parser.parse_depth_snapshot(raw, time.time_ns(), book.symbol))
-            log.info("order book synced from snapshot", symbol=book.symbol, status=status.value)
-        finally:
-            self._resyncing.discard(book.symbol)
+        """Sync the book from a REST snapshot; the only request in flight for it, while its diffs are buffered.
+
+        Retried with backoff until a snapshot bridges the buffered diffs (one older than them is asked for again).
+        """
+        attempt = 0
+        limit = self._config.depth_limit
+        while not self._stop.is_set() and not book.synced:
+            if attempt:
+                await asyncio.sleep(
+                    backoff_s(attempt, self._config.snapshot_retry_initial_s, self._config.snapshot_retry_max_s)
+                )
+            attempt += 1
+            try:
+                self.stats.snapshot_requests += 1
+                body = await self._get(
+                    "/api/v3/depth", {"symbol": book.symbol, "limit": str(limit)}, depth_weight(limit)
+                )
+                status = book.apply_snapshot(self._parser.parse_depth_snapshot(body, time.time_ns(), book.symbol))
+            except (VenueRefused, VenueError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                log.warning("depth snapshot failed", symbol=book.symbol, attempt=attempt, error=str(exc)[:200])
+                continue
+            log.info("order book snapshot applied", symbol=book.symbol, status=status.value, attempt=attempt)
+
+    async def _get(self, path: str, params: dict[str, str], weight: int) -> bytes:
+        assert self._session is not None
+        return await self._rest.get_raw(self._session, path, params, weight)
 
     async def _on_trade(self, trade: Trade) -> None:
         last = self.stats.last_trade_id.get(trade.symbol)
@@ -270,57 +355,98 @@ class BinanceCollector:
         if last is not None and trade.trade_id > last + 1:
             self.stats.gaps += 1
             self._gap_metric.labels(symbol=trade.symbol).inc()
-            await self._backfill(trade.symbol, last + 1, trade.trade_id - 1)
+            gap = await self._gaps.open(TradeGap(self._config.exchange, trade.symbol, last + 1, trade.trade_id - 1))
+            self._track_gap(gap)
         self.stats.last_trade_id[trade.symbol] = trade.trade_id
         await self._emit_trade(trade)
 
     async def _emit_trade(self, trade: Trade) -> None:
         await self._sink(trade)
-        closed = self._candles.add(trade)
-        if closed is not None:
-            await self._sink(closed)
+        candle = self._candles.add(trade)  # a late (backfilled) trade returns its minute's rebuilt candle
+        if candle is not None:
+            await self._sink(candle)
 
-    async def _backfill(self, symbol: str, first_id: int, last_id: int) -> None:
-        """Fetch the missing trades [first_id, last_id] from REST and send them on in order."""
-        lock = self._backfill_locks.setdefault(symbol, asyncio.Lock())
-        async with lock:
+    async def _emit_backfilled(self, trade: Trade, unheld: list[int]) -> None:
+        """Send a backfilled trade on and into its candle; ``unheld`` collects the times the builder cannot fix."""
+        await self._sink(trade)
+        candle, held = self._candles.add_backfilled(trade)
+        if candle is not None:
+            await self._sink(candle)
+        if not held:
+            unheld.append(trade.exchange_ts_ms)
+
+    def _track_gap(self, gap: TradeGap) -> None:
+        """Keep the gap open and make sure its symbol's repair task runs."""
+        gaps = self._open_gaps.setdefault(gap.symbol, [])
+        if all(g.first_missing_id != gap.first_missing_id for g in gaps):
+            gaps.append(gap)
+        self._open_gap_gauge.labels(symbol=gap.symbol).set(len(gaps))
+        task = self._gap_tasks.get(gap.symbol)
+        if task is None or task.done():
+            self._gap_tasks[gap.symbol] = asyncio.create_task(self._repair_gaps(gap.symbol))
+
+    async def _repair_gaps(self, symbol: str) -> None:
+        """Fill ``symbol``'s open gaps oldest first; a gap the venue refuses or cannot fill yet waits and is retried."""
+        gaps = self._open_gaps[symbol]
+        failures = 0
+        while gaps and not self._stop.is_set():
+            gap = min(gaps, key=lambda g: g.first_missing_id)
+            unheld: list[int] = []
+            try:
+                await self._backfill(gap, unheld)
+            except (VenueRefused, VenueError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                failures += 1
+                await self._gaps.attempted(gap, str(exc))
+                log.warning("trade gap backfill failed; will retry", symbol=symbol, gap=gap.first_missing_id,
+                            attempts=gap.attempts, error=str(exc)[:200])  # fmt: skip
+                await asyncio.sleep(backoff_s(failures, self._config.gap_retry_initial_s, self._config.gap_retry_max_s))
+                continue
+            failures = 0
+            if self._flush is not None:
+                await self._flush()  # the gap's trades are stored before it is closed
+            if unheld and self._rebuild_candles is not None:
+                await self._rebuild_candles(self._config.exchange, symbol, min(unheld), max(unheld))
+            await self._gaps.close(gap)
+            gaps.remove(gap)
+            self.stats.gaps_closed += 1
+            self._open_gap_gauge.labels(symbol=symbol).set(len(gaps))
+            log.info("trade gap filled", symbol=symbol, first_id=gap.first_missing_id, last_id=gap.last_missing_id)
+
+    async def _backfill(self, gap: TradeGap, unheld: list[int]) -> None:
+        """Fetch the missing trades from REST and send them on in order; raises VenueError if the venue lacks some.
+
+        ``gap.first_missing_id`` moves up as pages arrive, so a retry continues where the last one stopped.
+        """
+        while gap.first_missing_id <= gap.last_missing_id:
+            params = {
+                "symbol": gap.symbol,
+                "fromId": str(gap.first_missing_id),
+                "limit": str(self._config.backfill_page),
+            }
             assert self._session is not None
-            next_id = first_id
-            headers = {"X-MBX-APIKEY": self._config.api_key} if self._config.api_key else {}
-            while next_id <= last_id:
-                params = {"symbol": symbol, "fromId": str(next_id), "limit": str(self._config.backfill_page)}
-                async with self._session.get(
-                    f"{self._config.rest_url}/api/v3/historicalTrades", params=params, headers=headers
-                ) as resp:
-                    if resp.status != 200:
-                        log.error("backfill failed", symbol=symbol, status=resp.status, from_id=next_id)
-                        return
-                    page = orjson.loads(await resp.read())
-                if not page:
-                    log.error("backfill found no trades", symbol=symbol, from_id=next_id, to_id=last_id)
-                    return
-                now = time.time_ns()
-                progressed = next_id
-                for row in page:
-                    trade_id = int(row["id"])
-                    if trade_id > last_id:
-                        break
-                    if trade_id < next_id:
-                        continue
-                    await self._sink(
-                        Trade(
-                            self._config.exchange,
-                            symbol,
-                            trade_id,
-                            float(row["price"]),
-                            float(row["qty"]),
-                            bool(row["isBuyerMaker"]),
-                            int(row["time"]),
-                            now,
-                        )
-                    )
-                    self.stats.backfilled += 1
-                    next_id = trade_id + 1
-                if next_id == progressed:
-                    log.error("backfill incomplete", symbol=symbol, missing_from=next_id, to_id=last_id)
-                    return
+            page = await self._rest.get_json(
+                self._session, "/api/v3/historicalTrades", params, HISTORICAL_TRADES_WEIGHT
+            )
+            now = time.time_ns()
+            progressed = gap.first_missing_id
+            for row in page:
+                trade_id = int(row["id"])
+                if trade_id > gap.last_missing_id:
+                    break
+                if trade_id < gap.first_missing_id:
+                    continue
+                trade = Trade(
+                    self._config.exchange,
+                    gap.symbol,
+                    trade_id,
+                    float(row["price"]),
+                    float(row["qty"]),
+                    bool(row["isBuyerMaker"]),
+                    int(row["time"]),
+                    now,
+                )
+                await self._emit_backfilled(trade, unheld)
+                self.stats.backfilled += 1
+                gap.first_missing_id = trade_id + 1
+            if gap.first_missing_id == progressed:
+                raise VenueError(f"the venue has no trades from {progressed} to {gap.last_missing_id} (yet)")

@@ -11,7 +11,10 @@ from redis.asyncio import Redis
 from core.messaging.streams import StreamNames
 from core.observability.metrics import build_metrics, serve_metrics
 from core.settings import Settings
+from realtime.exchanges.binance.capabilities import BINANCE_SPOT
+from realtime.exchanges.ratelimit import RedisTokenBucket
 from realtime.marketdata.collector import BinanceCollector, CollectorConfig
+from realtime.marketdata.gaps import PostgresGapStore
 from realtime.marketdata.sink import MarketDataSink
 
 log = structlog.get_logger(__name__)
@@ -24,6 +27,24 @@ def venue_urls(settings: Settings) -> tuple[str, str]:
         return md.binance_ws_url, md.binance_rest_url
     base = f"{md.simulator_host}:{md.simulator_port}"
     return f"ws://{base}", f"http://{base}"
+
+
+def weight_budget(settings: Settings, redis: Redis) -> RedisTokenBucket:
+    """The venue's request-weight bucket the service's REST calls draw on, shared in Redis by every process.
+
+    Binance counts weight in fixed minute windows; a bucket of half the limit refilled at half the rate never spends
+    more than the limit within any one of them, whatever the phase.
+    """
+    md = settings.market_data
+    limit = md.simulator_weight_limit if md.uses_simulator else BINANCE_SPOT.bucket_capacity
+    return RedisTokenBucket(
+        redis,
+        "binance",
+        md.binance_api_key or "market-data",
+        max(1, limit // 2),
+        limit / 120,
+        key_prefix=f"{settings.redis.key_prefix}ratelimit",
+    )
 
 
 async def last_stored_trade_ids(database_url: str, exchange: str) -> dict[str, int]:
@@ -51,6 +72,10 @@ async def run_market_data(settings: Settings, database_url: str, redis_url: str,
         parser,
         sink.add,
         metrics,
+        budget=weight_budget(settings, redis),
+        gaps=PostgresGapStore(database_url),
+        flush=sink.flush,
+        rebuild_candles=sink.rebuild_trade_candles,
     )
     collector.seed_last_trade_ids(await last_stored_trade_ids(database_url, "binance"))
     for symbol in settings.market_data.symbols:

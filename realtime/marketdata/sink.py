@@ -219,17 +219,55 @@ class MarketDataSink:
                                 c.closed,
                             )
                         )
-                # a kline is re-sent while its minute is open: the last version wins
+                # a kline is re-sent while its minute is open, a trade-built candle when late trades rebuild its
+                # minute: the last version wins
                 await conn.execute(
                     f"INSERT INTO market_candles ({_CANDLE_COLUMNS}) SELECT DISTINCT ON (exchange, symbol, interval,"
                     f" source, open_time) {_CANDLE_COLUMNS} FROM stage_candles ORDER BY exchange, symbol, interval,"
                     " source, open_time, closed DESC, volume DESC"
                     " ON CONFLICT (exchange, symbol, interval, source, open_time)"
-                    " DO UPDATE SET high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close,"
+                    " DO UPDATE SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,"
+                    " close = EXCLUDED.close,"
                     " volume = EXCLUDED.volume, quote_volume = EXCLUDED.quote_volume,"
                     " trade_count = EXCLUDED.trade_count, closed = EXCLUDED.closed"
                 )
                 self._persisted.labels(kind="candle").inc(len(b.candles))
+
+    async def rebuild_trade_candles(self, exchange: str, symbol: str, from_ms: int, to_ms: int) -> int:
+        """Recompute the 1-minute trade-built candles of the minutes in [from_ms, to_ms] from the stored trades.
+
+        For minutes the collector's candle builder never held whole (a gap filled after a restart): the stored
+        trades are the truth. Returns how many candles were written.
+        """
+        await self.flush()
+        lo, hi = from_ms - from_ms % 60_000, to_ms - to_ms % 60_000 + 60_000
+        await self._ensure_candle_partitions(lo, hi - 1)
+        conn = await self._connection()
+        async with conn.transaction():
+            cur = await conn.execute(
+                f"INSERT INTO market_candles ({_CANDLE_COLUMNS})"
+                " SELECT exchange, symbol, '1m', date_trunc('minute', exchange_ts),"
+                " (array_agg(price ORDER BY trade_id))[1], max(price), min(price),"
+                " (array_agg(price ORDER BY trade_id DESC))[1], sum(quantity), sum(price * quantity), count(*),"
+                " 'trades', true FROM market_trades"
+                " WHERE exchange = %s AND symbol = %s AND exchange_ts >= %s AND exchange_ts < %s"
+                " GROUP BY exchange, symbol, date_trunc('minute', exchange_ts)"
+                " ON CONFLICT (exchange, symbol, interval, source, open_time)"
+                " DO UPDATE SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,"
+                " close = EXCLUDED.close, volume = EXCLUDED.volume, quote_volume = EXCLUDED.quote_volume,"
+                " trade_count = EXCLUDED.trade_count, closed = true",
+                (exchange, symbol, _ts(lo), _ts(hi)),
+            )
+            rebuilt = cur.rowcount
+        self._persisted.labels(kind="candle").inc(rebuilt)
+        return rebuilt
+
+    async def _ensure_candle_partitions(self, lo_ms: int, hi_ms: int) -> None:
+        known = self._partitions.setdefault("market_candles", set())
+        days = range(lo_ms // 86_400_000, hi_ms // 86_400_000 + 1)
+        if not all(f"market_candles:{d}" in known for d in days):
+            await asyncio.to_thread(self._create_partitions, "market_candles", lo_ms, hi_ms)
+            known.update(f"market_candles:{d}" for d in days)
 
     def _create_partitions(self, table: str, lo_ms: int, hi_ms: int) -> None:
         with psycopg.connect(self._url) as sync_conn:

@@ -25,6 +25,7 @@ KERNEL_TABLES = {
     "event_store",
     "outbox",
     "processed_messages",
+    "trade_gaps",
 }
 
 

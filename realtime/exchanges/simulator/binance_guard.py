@@ -168,6 +168,8 @@ class WeightLimiter:
         self._windows: dict[str, _Window] = {}
         self._banned_until: dict[str, int] = {}
         self._bans: dict[str, int] = {}
+        self.refusals_total = 0  # 429s and 418s answered, over every IP: what a test of a client's manners reads
+        self.bans_total = 0
 
     def used(self, ip: str) -> int:
         window = self._windows.get(ip)
@@ -179,6 +181,7 @@ class WeightLimiter:
         now = self._clock()
         until = self._banned_until.get(ip, 0)
         if until > now:
+            self.refusals_total += 1
             raise self._banned(until, now)
         start = now - now % _MINUTE_MS
         window = self._windows.get(ip)
@@ -188,9 +191,11 @@ class WeightLimiter:
             window.used += weight
             return window.used
         window.refused += 1
+        self.refusals_total += 1
         if window.refused > self._refusals_before_ban:
             # Binance bans IPs that ignore 429s, for 2 minutes up to 3 days as it keeps happening.
             bans = self._bans[ip] = self._bans.get(ip, 0) + 1
+            self.bans_total += 1
             self._banned_until[ip] = now + min(_MAX_BAN_MS, self._ban_ms * 2 ** (bans - 1))
             raise self._banned(self._banned_until[ip], now)
         retry = math.ceil((start + _MINUTE_MS - now) / 1000)
@@ -222,16 +227,20 @@ def too_much_weight(limit: int, retry_after_s: int, used: int | None = None) -> 
 @dataclass(slots=True)
 class Faults:
     """Injected misbehaviour for REST paths under ``path_prefix``: a forced status (for ``count`` requests, or until
-    cleared) and a delay before answering."""
+    cleared), the ``Retry-After`` a forced 429/418 carries, and a delay before answering. Also counts every ``/api/``
+    request per path, so a test can see what a client really sent."""
 
     status: int | None = None
     count: int | None = None
     delay_ms: int = 0
     path_prefix: str = "/api/"
+    retry_after_s: int | None = None
     served: dict[int, int] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)
 
     def take(self, path: str) -> tuple[int | None, float]:
         """(status to force or None, seconds to delay) for a request to ``path``."""
+        self.requests[path] = self.requests.get(path, 0) + 1
         if not path.startswith(self.path_prefix):
             return None, 0.0
         status = None
@@ -243,16 +252,24 @@ class Faults:
         return status, self.delay_ms / 1000
 
     def state(self) -> dict[str, object]:
-        return {"status": self.status, "count": self.count, "delay_ms": self.delay_ms, "path_prefix": self.path_prefix}
+        return {
+            "status": self.status,
+            "count": self.count,
+            "delay_ms": self.delay_ms,
+            "path_prefix": self.path_prefix,
+            "retry_after_s": self.retry_after_s,
+            "served": {str(k): v for k, v in self.served.items()},
+            "requests": dict(self.requests),
+        }
 
 
-def forced_error(status: int, weight_limit: int) -> BinanceError:
-    """What Binance answers with that status: rate-limit and ban bodies, its internal-error JSON for 500, and the
-    gateway's HTML page for 502/503/504 (clients see an outage, not an API error)."""
+def forced_error(status: int, weight_limit: int, retry_after_s: int | None = None) -> BinanceError:
+    """What Binance answers with that status: rate-limit and ban bodies (``Retry-After`` 60 and 120 s unless told),
+    its internal-error JSON for 500, and the gateway's HTML page for 502/503/504 (an outage, not an API error)."""
     if status == 429:
-        return too_much_weight(weight_limit, 60)
+        return too_much_weight(weight_limit, 60 if retry_after_s is None else retry_after_s)
     if status == 418:
-        return ip_banned(0, 120)
+        return ip_banned(0, 120 if retry_after_s is None else retry_after_s)
     if status == 500:
         return BinanceError(-1001, "Internal error; unable to process your request. Please try again.", status)
     if status > 500:

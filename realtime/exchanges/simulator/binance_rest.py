@@ -263,13 +263,14 @@ async def listen_key_close(request: web.Request) -> web.Response:
 
 
 async def set_faults(request: web.Request) -> web.Response:
-    """``POST /admin/faults`` ``{"status": 503, "count": 2, "delay_ms": 250, "path_prefix": "/api/v3/order"}``;
-    ``{"reset": true}`` clears them. Answers the faults now in force."""
+    """``POST /admin/faults`` ``{"status": 503, "count": 2, "delay_ms": 250, "path_prefix": "/api/v3/order"}``
+    (``"retry_after_s"`` for a forced 429/418); ``{"reset": true}`` clears them. Answers the faults now in force."""
     faults = state_of(request).faults
     body = orjson.loads(await request.read() or b"{}")
     if body.get("reset"):
         faults.status, faults.count, faults.delay_ms, faults.path_prefix = None, None, 0, "/api/"
-    for name in ("status", "count", "delay_ms", "path_prefix"):
+        faults.retry_after_s = None
+    for name in ("status", "count", "delay_ms", "path_prefix", "retry_after_s"):
         if name in body:
             setattr(faults, name, body[name])
     return json_response(faults.state())
@@ -341,7 +342,7 @@ async def binance_gate(request: web.Request, handler: Handler) -> web.StreamResp
         params, payload = await read_params(request)
         request[PARAMS_KEY] = params
         if forced is not None:
-            raise forced_error(forced, state.limiter.limit)
+            raise forced_error(forced, state.limiter.limit, state.faults.retry_after_s)
         state.limiter.charge(ip, endpoint.weight(params) if endpoint is not None else 1)
         if endpoint is not None and endpoint.security != "NONE":
             credential = api_key_credential(request, state.credentials)

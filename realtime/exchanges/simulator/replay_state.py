@@ -80,7 +80,12 @@ def fixed8(value: Decimal) -> str:
 
 
 class OrderBook:
-    """A book rebuilt the way Binance tells clients to: buffer the diffs, take a REST snapshot, apply newer diffs."""
+    """A book rebuilt the way Binance tells clients to: buffer the diffs, take a REST snapshot, apply newer diffs.
+
+    A capture that starts mid-stream has no snapshot: until one arrives, the venue's book is what the diffs built
+    from the first one on (``_from_diffs``), so ``GET /depth`` still answers a book the diff stream continues, as
+    the real venue's always does.
+    """
 
     def __init__(self, max_buffered: int = 10_000) -> None:
         self.last_update_id: int | None = None
@@ -88,12 +93,14 @@ class OrderBook:
         self.asks: Levels = {}
         self._buffered: list[dict[str, Any]] = []  # diffs that arrived before the snapshot
         self._max_buffered = max_buffered
+        self._from_diffs: OrderBook | None = None
 
     def reset(self, snapshot: dict[str, Any]) -> None:
         self.last_update_id = int(snapshot["lastUpdateId"])
         self.bids = {float(p): (p, q) for p, q in snapshot["bids"]}
         self.asks = {float(p): (p, q) for p, q in snapshot["asks"]}
         buffered, self._buffered = self._buffered, []
+        self._from_diffs = None
         for update in buffered:
             self.apply(update)
 
@@ -102,6 +109,10 @@ class OrderBook:
         if self.last_update_id is None:
             if len(self._buffered) < self._max_buffered:
                 self._buffered.append(update)
+            if self._from_diffs is None:
+                self._from_diffs = OrderBook()
+                self._from_diffs.last_update_id = int(update["U"]) - 1
+            self._from_diffs.apply(update)
             return False
         if int(update["u"]) <= self.last_update_id:
             return False
@@ -121,9 +132,9 @@ class OrderBook:
         return bids, asks
 
     def rest_depth(self, limit: int) -> dict[str, Any] | None:
-        """``GET /api/v3/depth`` shape: best first on both sides."""
+        """``GET /api/v3/depth`` shape: best first on both sides; before any snapshot, the book the diffs built."""
         if self.last_update_id is None:
-            return None
+            return self._from_diffs.rest_depth(limit) if self._from_diffs is not None else None
         bids, asks = self.top(limit)
         return {
             "lastUpdateId": self.last_update_id,

@@ -5,7 +5,7 @@ Revision 0001 builds its tables from ``core.db.schema``, which declares the colu
 already has it: the change here is ``IF NOT EXISTS`` and only touches databases created before this revision.
 
 Revision ID: 0005_session_cutoff
-Revises: 0003_capital_flows
+Revises: 0004_trade_gaps
 Create Date: 2026-12-08
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0005_session_cutoff"
-down_revision = "0003_capital_flows"
+down_revision = "0004_trade_gaps"
 branch_labels = None
 depends_on = None
 

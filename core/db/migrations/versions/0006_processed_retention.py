@@ -5,7 +5,7 @@ Revision 0001 builds its tables from ``core.db.schema``, which now declares the 
 created ``IF NOT EXISTS``.
 
 Revision ID: 0006_processed_retention
-Revises: 0003_capital_flows
+Revises: 0005_session_cutoff
 Create Date: 2026-12-08
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0006_processed_retention"
-down_revision = "0003_capital_flows"
+down_revision = "0005_session_cutoff"
 branch_labels = None
 depends_on = None
 

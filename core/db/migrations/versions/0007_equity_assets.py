@@ -10,7 +10,7 @@ An asset's mark is the price of ``<asset><stablecoin>`` (USDT first, then USDC, 
 trades at (a simulator account trades at the Binance prices it replays), as positions are marked.
 
 Revision ID: 0007_equity_assets
-Revises: 0003_capital_flows
+Revises: 0006_processed_retention
 Create Date: 2026-12-08
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0007_equity_assets"
-down_revision = "0003_capital_flows"
+down_revision = "0006_processed_retention"
 branch_labels = None
 depends_on = None
 
