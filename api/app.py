@@ -1,5 +1,5 @@
 """The FastAPI application: ``create_app()`` wires settings, the kernel's clients, middleware, error bodies and
-one router per resource. ``patriot api`` serves it with uvicorn (see ``api.serve``)."""
+one router per resource. ``patriot api`` serves it with granian (see ``api.serve``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from api.docs import install_offline_docs
 from api.errors import COMMON_RESPONSES, install_error_handlers
 from api.hot import HotReadsMiddleware
 from api.metrics import build_api_metrics
@@ -38,7 +39,19 @@ API_COMMANDS = {**STRATEGY_HANDLERS, **USER_HANDLERS}
 DESCRIPTION = """PATRIOT's command and query API. Authenticate with `POST /auth/login` (staff) or the Telegram
 link flow (users) and send `Authorization: Bearer <access token>`. Every response carries `X-Correlation-ID`;
 send your own to follow a request through the platform. Errors are `{"error": {"code", "message", "details"},
-"correlation_id"}`."""
+"correlation_id"}`.
+
+**WebSocket `/stream/ws`** (not listed below: OpenAPI has no WebSocket operations) pushes the caller's order,
+fill, balance, risk and portfolio updates as JSON. Authenticate with the same access token, one of three ways:
+`/stream/ws?token=<access token>`, an `Authorization: Bearer <access token>` header, or a first message
+`{"type": "auth", "token": "<access token>"}` within 10 s. A bad token closes the socket with code 4401 (4403 for a
+role that may not read orders or the portfolio, 1011 when Redis is unavailable). The socket lives only as long as
+its token: it closes with 4401, reason `token_expired`, when the token expires, and with 4401, reason
+`token_revoked`, about a second after a suspension, role change or password change. To stay connected, send
+`{"type": "auth", "token": "<newer access token>"}` before the expiry (after `POST /auth/refresh`): the answer is
+`{"type": "authenticated", "expires_at"}`; another user's token closes the socket. Once subscribed the server
+sends `{"type": "ready", "user_id", "expires_at"}` (Unix seconds); `{"type": "ping"}` is answered
+`{"type": "pong"}`."""
 
 
 def create_app(
@@ -85,6 +98,9 @@ def create_app(
         version=API_VERSION,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # /docs and /redoc load their scripts from the installed package, not a CDN (api.docs)
+        docs_url=None,
+        redoc_url=None,
         # FastAPI's own OpenTelemetry instrumentation is off: api.tracing already opens the request's server span
         # (with the correlation id) and api.metrics counts requests; FastAPI's would add a second server span, a
         # span per operation and a second duration histogram to every request (about 5% of a worker's CPU)
@@ -94,6 +110,7 @@ def create_app(
     app.state.api_metrics = api_metrics
     app.state.settings = settings
     install_error_handlers(app)
+    install_offline_docs(app)
     for router in ROUTERS:
         app.include_router(router, responses=COMMON_RESPONSES)
     # protection and tracing (issue 6); the last added runs first, so both run inside the request context and
