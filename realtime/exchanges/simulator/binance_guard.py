@@ -24,6 +24,13 @@ _API_KEY = re.compile(r"[A-Za-z0-9]{1,128}")
 _NUMBER = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
 _MINUTE_MS = 60_000
 _MAX_BAN_MS = 3 * 24 * 3_600_000
+# Binance's -2015 text gives no hint; the simulator's says where its keys come from (app.demo_accounts and
+# POST /admin/accounts), and the API passes it on when it links an account against the simulator
+KEYS_HINT = (
+    "Exchange simulator: sign with the demo account's key (see `patriot simulator --help` or the README) "
+    "or open an account with your own key: POST /admin/accounts on the simulator."
+)
+UNKNOWN_KEY_MSG = f"Invalid API-key, IP, or permissions for action. {KEYS_HINT}"
 
 
 class BinanceError(Exception):
@@ -90,7 +97,7 @@ def api_key_credential(request: web.Request, credentials: Mapping[str, Credentia
         raise BinanceError(-2014, "API-key format invalid.", 401)
     credential = credentials.get(key)
     if credential is None:
-        raise BinanceError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+        raise BinanceError(-2015, UNKNOWN_KEY_MSG, 401)
     return credential
 
 

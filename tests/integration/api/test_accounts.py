@@ -61,6 +61,15 @@ async def test_linking_keys_the_venue_refuses_is_400_without_echoing_the_secret(
         assert conn.execute("SELECT count(*) FROM user_accounts").fetchone() == (0,)
 
 
+async def test_a_made_up_key_against_the_simulator_is_told_where_its_keys_come_from(api: ApiHarness) -> None:
+    user = await api.new_user()
+    for exchange in ("simulator", "binance"):  # a deployment on the simulator points binance at it too
+        response = await link_account(api, user, "madeUpKey123", "made-up-secret", label=exchange, exchange=exchange)
+        assert response.status_code == 400 and error_code(response) == "invalid_exchange_keys"
+        message = response.json()["error"]["message"]
+        assert "-2015" in message and "POST /admin/accounts" in message and "patriot simulator --help" in message
+
+
 async def test_another_users_account_is_not_found_and_cannot_be_deactivated(api: ApiHarness) -> None:
     owner = await api.new_user(with_account=True)
     other = await api.new_user()

@@ -197,6 +197,20 @@ async def test_order_errors_map_to_ccxt_exceptions_as_binance_does(sim: Sim) -> 
             await exchange.publicGetDepth({"symbol": "DOGEUSDT"})
 
 
+async def test_an_unknown_api_key_is_told_where_the_simulators_keys_come_from(sim: Sim) -> None:
+    """Binance's bare -2015 leaves a new user guessing; the simulator's names the demo key and POST /admin/accounts."""
+    async with aiohttp.ClientSession() as http:
+        response = await http.get(
+            f"{sim.base}/api/v3/account",
+            params={"timestamp": str(int(time.time() * 1000)), "signature": "0" * 64},
+            headers={"X-MBX-APIKEY": "madeUpKey123"},
+        )
+        body = await response.json()
+    assert response.status == 401 and body["code"] == -2015
+    assert body["msg"].startswith("Invalid API-key, IP, or permissions for action.")
+    assert "patriot simulator --help" in body["msg"] and "POST /admin/accounts" in body["msg"]
+
+
 async def test_bad_credentials_and_stale_timestamps_are_refused(sim: Sim) -> None:
     async with binance(sim, "unknownKey") as stranger, binance(sim, ALICE.api_key, "wrong-secret") as forger:
         with pytest.raises(ccxt.AuthenticationError, match="-2015"):
