@@ -183,7 +183,17 @@ def simulator(
     speed: str = typer.Option(None, help="1 (real time), 10, ... or max"),
     port: int = typer.Option(None, help="listen port (default PATRIOT_MD_SIMULATOR_PORT)"),
 ) -> None:
-    """Run the local exchange simulator (Binance spot REST + WebSocket, Bybit v5 public WebSocket)."""
+    """Run the local exchange simulator (Binance spot REST + WebSocket, Bybit v5 public WebSocket).
+
+    \b
+    Its demo account "demo" (100000 USDT, 1 BTC, 10 ETH) signs with
+      API key  simDemoApiKey0000000000000000000000000000000000000000000000000001
+      secret   simDemoSecret000000000000000000000000000000000000000000000000001
+    More accounts, each with its own key (any other key is refused with -2015):
+      POST /admin/accounts {"account_id", "api_key", "secret", "balances"}
+      POST /admin/deposit {"account_id", "asset", "amount"}
+    Link one on the API: POST /accounts {"exchange": "simulator", "api_key", "api_secret"}
+    """
     from realtime.exchanges.simulator.app import SimulatorConfig, default_candle_files, parse_speed, run
 
     settings = _settings("simulator")
@@ -287,7 +297,7 @@ def risk() -> None:
 
 @app.command("api")
 def api_server() -> None:
-    """Serve the HTTP API (commands and queries, OpenAPI docs at /docs) with uvicorn."""
+    """Serve the HTTP API (commands and queries, OpenAPI docs at /docs) with granian (api/serve.py)."""
     from api.serve import serve
 
     settings = _settings("api")
