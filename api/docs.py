@@ -28,11 +28,13 @@ def docs_assets_dir() -> Path:
 
 
 def install_offline_docs(app: FastAPI) -> None:
-    """Mount the bundles and add ``/docs``, its OAuth2 redirect and ``/redoc``; build the app with both URLs None."""
+    """Mount the bundles and add ``/docs``, its OAuth2 redirect and ``/redoc``; build the app with both URLs None.
+
+    Plain Starlette routes, as FastAPI adds its own docs pages: they are no API operation (no schema entry, no
+    dependencies, no bearer token)."""
     app.mount(STATIC_URL, StaticFiles(directory=docs_assets_dir()), name="docs-static")
     openapi_url = app.openapi_url or "/openapi.json"
 
-    @app.get(DOCS_URL, include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return get_swagger_ui_html(
@@ -45,11 +47,9 @@ def install_offline_docs(app: FastAPI) -> None:
             swagger_ui_parameters=app.swagger_ui_parameters,
         )
 
-    @app.get(OAUTH2_REDIRECT_URL, include_in_schema=False)
-    async def swagger_ui_redirect() -> HTMLResponse:
+    async def swagger_ui_redirect(request: Request) -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
 
-    @app.get(REDOC_URL, include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return get_redoc_html(
@@ -59,3 +59,7 @@ def install_offline_docs(app: FastAPI) -> None:
             redoc_favicon_url=f"{root}{STATIC_URL}/favicon.png",
             with_google_fonts=False,
         )
+
+    app.add_route(DOCS_URL, swagger_ui, include_in_schema=False)
+    app.add_route(OAUTH2_REDIRECT_URL, swagger_ui_redirect, include_in_schema=False)
+    app.add_route(REDOC_URL, redoc, include_in_schema=False)
