@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -183,7 +184,7 @@ def down(timeout_s: float = 30.0) -> None:
                 time.sleep(0.2)
             stopped.append(f"supervisor (pid {pid})")
         pidfile.unlink(missing_ok=True)
-    _stop_orphans(services, timeout_s)
+    _stop_orphans(services, settings.runtime.data_dir, timeout_s)
     stopped += running_children
     now_stopped = stop_services(settings)
     stopped += [name for name in ("valkey", "postgres") if name in embedded_before or name in now_stopped]
@@ -204,16 +205,24 @@ def _service_alive(entry: dict[str, object]) -> bool:
         return False
 
 
-def _stop_orphans(services: dict[str, dict[str, object]], timeout_s: float) -> None:
-    """SIGTERM, then SIGKILL, recorded services still alive after the supervisor went (e.g. it was killed)."""
+def _stop_orphans(services: dict[str, dict[str, object]], data_dir: Path, timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL, recorded services still alive after the supervisor went (e.g. it was killed), and
+    the Dagster code servers of this data dir (they otherwise linger until their heartbeat times out)."""
     import psutil
 
     left = [psutil.Process(int(str(e["pid"]))) for e in services.values() if _service_alive(e)]
+    marker = f"base_dir: {data_dir.resolve()}/dagster"
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "dagster" in cmdline and (f"{marker}/" in cmdline or f"{marker}\\n" in cmdline):
+            left.append(proc)
     for proc in left:
-        proc.terminate()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
     _gone, alive = psutil.wait_procs(left, timeout=timeout_s)
     for proc in alive:
-        proc.kill()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
 
 
 def _uptime(seconds: float) -> str:
