@@ -183,6 +183,16 @@ def test_up_twice_reuses_data_and_down_stops_everything(tmp_path: Path) -> None:
     assert leftovers(data_dir) == []
 
 
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Stop `up` as Ctrl-C does (so a failed test leaves no services behind), killing it only if that fails."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 SERVICES = ("relay", "simulator", "marketdata", "accounts", "orders", "lifecycle", "risk", "api", "dagster")
 
 
@@ -238,8 +248,7 @@ def test_up_is_printed_once_every_service_answers_and_status_and_down_tell_the_t
         assert down.returncode == 0, down.stderr
         proc.wait(60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop(proc)
     stopped = down.stdout.removeprefix("stopped: ").strip().split(", ")
     assert stopped[0].startswith("supervisor (pid"), down.stdout
     assert set(stopped[1:]) == {*SERVICES, "postgres", "valkey"}, down.stdout
