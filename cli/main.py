@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -11,10 +12,16 @@ from pathlib import Path
 import typer
 
 from cli.keys import keys_app
-from cli.supervisor import ServiceSpec, Supervisor, process_alive
+from cli.supervisor import ServiceSpec, Supervisor, process_alive, read_state
 from core.observability.logging import configure_logging
 from core.observability.tracing import configure_tracing
-from core.runtime.embedded import Endpoints, running_services, start_services, stop_services
+from core.runtime.embedded import (
+    Endpoints,
+    embedded_addresses,
+    running_services,
+    start_services,
+    stop_services,
+)
 from core.settings import Settings, load_settings
 
 app = typer.Typer(help="PATRIOT: multi-user crypto hedge-fund platform.", no_args_is_help=True)
@@ -62,6 +69,11 @@ def _pidfile(settings: Settings) -> Path:
     return settings.runtime.data_dir / "up.pid"
 
 
+def _state_file(settings: Settings) -> Path:
+    """Each service ``patriot up`` runs, with pid, address and start time (read by ``status`` and ``down``)."""
+    return settings.runtime.data_dir / "services.json"
+
+
 @app.command()
 def up() -> None:
     """Start everything: embedded PostgreSQL and Valkey (unless URLs are set), migrations, platform services."""
@@ -76,7 +88,7 @@ def up() -> None:
     typer.echo("applying migrations ...")
     _migrate(endpoints.database_url)
     env = {**os.environ, "DATABASE_URL": endpoints.database_url, "REDIS_URL": endpoints.redis_url}
-    supervisor = Supervisor(env, _platform_services(settings))
+    supervisor = Supervisor(env, _platform_services(settings), state_path=_state_file(settings))
     stop_requested = [False]
 
     def request_stop(_signum: int, _frame: object) -> None:
@@ -86,8 +98,9 @@ def up() -> None:
     signal.signal(signal.SIGTERM, request_stop)
     pidfile.write_text(str(os.getpid()))
     try:
-        supervisor.start()
-        _print_summary(settings, endpoints, supervisor)
+        not_ready = supervisor.start(stop_requested=stop_requested)
+        if not stop_requested[0]:
+            _print_summary(settings, endpoints, supervisor, not_ready)
         supervisor.watch(stop_requested)
     finally:
         typer.echo("stopping ...")
@@ -99,12 +112,13 @@ def up() -> None:
 
 
 def _platform_services(settings: Settings) -> list[ServiceSpec]:
-    """Every process ``patriot up`` runs; the simulator stands in for the venues when none is configured."""
+    """Every process ``patriot up`` runs, in dependency order; the simulator stands in for the venues when none is
+    configured and is ready before the services that connect to it start (migrations ran before any of them)."""
     md = settings.market_data
     services = [ServiceSpec("relay", ["relay"], "outbox -> Redis Streams")]
     if md.uses_simulator:
         where = f"http://{md.simulator_host}:{md.simulator_port} (Binance REST+WS, Bybit WS)"
-        services.append(ServiceSpec("simulator", ["simulator"], where))
+        services.append(ServiceSpec("simulator", ["simulator"], where, port=md.simulator_port, gate=True))
     venue = "simulator" if md.uses_simulator else str(md.binance_ws_url)
     services.append(ServiceSpec("marketdata", ["marketdata"], f"{', '.join(md.symbols)} from {venue}"))
     services.append(ServiceSpec("accounts", ["accounts"], "a private stream per linked account"))
@@ -112,13 +126,26 @@ def _platform_services(settings: Settings) -> list[ServiceSpec]:
     services.append(ServiceSpec("lifecycle", ["lifecycle"], "fills, positions, balances; reconciliation"))
     services.append(ServiceSpec("risk", ["risk"], "real-time risk monitor -> risk.alerts; marks, snapshots"))
     api = settings.api
-    services.append(ServiceSpec("api", ["api"], f"http://{api.host}:{api.port} (OpenAPI docs at /docs)"))
-    port = os.environ.get("PATRIOT_DAGSTER_PORT", "3000")
-    services.append(ServiceSpec("dagster", ["analytics"], f"http://127.0.0.1:{port} (Dagster UI, schedules, sensors)"))
+    api_url = f"http://127.0.0.1:{api.port}"
+    services.append(
+        ServiceSpec("api", ["api"], f"{api_url} (OpenAPI docs at /docs)", port=api.port, health_url=f"{api_url}/ready")
+    )
+    port = int(os.environ.get("PATRIOT_DAGSTER_PORT", "3000"))
+    dagster_url = f"http://127.0.0.1:{port}"
+    services.append(
+        ServiceSpec(
+            "dagster",
+            ["analytics"],
+            f"{dagster_url} (Dagster UI, schedules, sensors)",
+            port=port,
+            health_url=f"{dagster_url}/server_info",
+        )
+    )
     return services
 
 
-def _print_summary(settings: Settings, endpoints: Endpoints, supervisor: Supervisor) -> None:
+def _print_summary(settings: Settings, endpoints: Endpoints, supervisor: Supervisor, not_ready: list[str]) -> None:
+    """Say what runs where, once every service answers its health check (or name those that do not)."""
     embedded = set(endpoints.embedded)
     db = endpoints.database_url.split("@")[-1]
     rows = [
@@ -126,10 +153,14 @@ def _print_summary(settings: Settings, endpoints: Endpoints, supervisor: Supervi
         ("redis", endpoints.redis_url.split("@")[-1], "embedded" if "valkey" in embedded else "REDIS_URL"),
     ]
     rows += [
-        (name, spec, f"pid {pid}")
+        (name, spec, f"pid {pid}" + (" (NOT READY)" if name in not_ready else ""))
         for (name, pid), spec in zip(supervisor.pids().items(), (s.listens for s in supervisor.specs), strict=True)
     ]
-    typer.echo(f"\nPATRIOT is up (data dir: {settings.runtime.data_dir.resolve()})")
+    if not_ready:
+        typer.secho(f"\nPATRIOT started, but not ready: {', '.join(not_ready)} (see the log above)", fg="yellow")
+    else:
+        typer.echo("\nPATRIOT is up: every service answers")
+    typer.echo(f"data dir: {settings.runtime.data_dir.resolve()}")
     for name, where, how in rows:
         typer.echo(f"  {name:<10} {where:<45} {how}")
     typer.echo("Ctrl-C or `patriot down` stops everything.\n")
@@ -137,9 +168,13 @@ def _print_summary(settings: Settings, endpoints: Endpoints, supervisor: Supervi
 
 @app.command()
 def down(timeout_s: float = 30.0) -> None:
-    """Stop a running `patriot up` and the embedded servers of this data directory."""
+    """Stop a running `patriot up` and the embedded servers of this data directory; say what was stopped."""
     settings = _settings("supervisor")
     pidfile = _pidfile(settings)
+    services = read_state(_state_file(settings))
+    running_children = [name for name, entry in services.items() if _service_alive(entry)]
+    embedded_before = [name for name, running in running_services(settings).items() if running]
+    stopped: list[str] = []
     if pidfile.exists():
         pid = int(pidfile.read_text() or 0)
         if pid and process_alive(pid):
@@ -147,21 +182,82 @@ def down(timeout_s: float = 30.0) -> None:
             deadline = time.monotonic() + timeout_s
             while process_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
+            stopped.append(f"supervisor (pid {pid})")
         pidfile.unlink(missing_ok=True)
-    stopped = stop_services(settings)
+    _stop_orphans(services, settings.runtime.data_dir, timeout_s)
+    stopped += running_children
+    now_stopped = stop_services(settings)
+    stopped += [name for name in ("valkey", "postgres") if name in embedded_before or name in now_stopped]
+    _state_file(settings).unlink(missing_ok=True)
     typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+def _service_alive(entry: dict[str, object]) -> bool:
+    """Whether a recorded service's pid is still that service (a ``cli.main`` process), not a reused pid."""
+    import psutil
+
+    pid = entry.get("pid")
+    if not isinstance(pid, int) or not process_alive(pid):
+        return False
+    try:
+        return "cli.main" in " ".join(psutil.Process(pid).cmdline()) or "dagster" in psutil.Process(pid).name()
+    except psutil.Error:
+        return False
+
+
+def _stop_orphans(services: dict[str, dict[str, object]], data_dir: Path, timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL, recorded services still alive after the supervisor went (e.g. it was killed), and
+    the Dagster code servers of this data dir (they otherwise linger until their heartbeat times out)."""
+    import psutil
+
+    left = [psutil.Process(int(str(e["pid"]))) for e in services.values() if _service_alive(e)]
+    marker = f"base_dir: {data_dir.resolve()}/dagster"
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "dagster" in cmdline and (f"{marker}/" in cmdline or f"{marker}\\n" in cmdline):
+            left.append(proc)
+    for proc in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _gone, alive = psutil.wait_procs(left, timeout=timeout_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+
+
+def _uptime(seconds: float) -> str:
+    minutes, secs = divmod(int(max(0.0, seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 @app.command()
 def status() -> None:
-    """Which embedded servers and platform processes are running."""
+    """Every platform service with its state, pid, address and uptime; the embedded servers; the API's URLs."""
     settings = _settings("cli")
     pidfile = _pidfile(settings)
     pid = int(pidfile.read_text() or 0) if pidfile.exists() else 0
-    running = f"running (pid {pid})" if pid and process_alive(pid) else "not running"
-    typer.echo(f"supervisor: {running}")
+    up_running = bool(pid and process_alive(pid))
+    typer.echo(f"supervisor: {f'running (pid {pid})' if up_running else 'not running'}")
+    addresses = embedded_addresses(settings)
     for name, running in running_services(settings).items():
-        typer.echo(f"{name}: {'running' if running else 'stopped'}")
+        typer.echo(f"  {name:<10} {'running' if running else 'stopped':<8} {'-':>7}  {addresses[name]}")
+    services = read_state(_state_file(settings)) if up_running else {}
+    urls: dict[str, str] = {}
+    for name, entry in services.items():
+        alive = _service_alive(entry)
+        started = entry.get("started_at")
+        uptime = _uptime(time.time() - started) if alive and isinstance(started, int | float) else "-"
+        address = str(entry.get("address") or "-")
+        typer.echo(
+            f"  {name:<10} {'running' if alive else 'stopped':<8} {entry.get('pid')!s:>7}  {address:<28} {uptime}"
+        )
+        if name in ("api", "dagster") and address != "-":
+            urls[name] = address
+    if "api" in urls:
+        typer.echo(f"API:     {urls['api']}  (docs: {urls['api']}/docs)")
+    if "dagster" in urls:
+        typer.echo(f"Dagster: {urls['dagster']}")
 
 
 @app.command()

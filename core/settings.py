@@ -70,7 +70,8 @@ class ObservabilitySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PATRIOT_", extra="ignore")
 
     log_level: str = "INFO"
-    log_json: bool = True
+    # unset: JSON unless stdout is a terminal (human-readable lines there)
+    log_json: bool | None = None
     metrics_port: int | None = None
     otlp_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 

@@ -40,16 +40,33 @@ _METHOD_LEVELS = {
 }
 
 
+# Chatty libraries whose INFO lines say nothing an operator needs (Alembic prints one per migration step).
+_QUIET_LOGGERS = ("alembic",)
+
+
+def use_json(json_output: bool | None, stream: IO[str] | None = None) -> bool:
+    """JSON when asked for (``PATRIOT_LOG_JSON=1``) or when the stream is not a terminal; readable lines on one."""
+    if json_output is not None:
+        return json_output
+    target = stream if stream is not None else sys.stdout
+    try:
+        return not target.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return True
+
+
 def configure_logging(
-    service: str, level: str = "INFO", json_output: bool = True, stream: IO[str] | None = None
+    service: str, level: str = "INFO", json_output: bool | None = True, stream: IO[str] | None = None
 ) -> None:
     """Route structlog and stdlib logging through one chain to ``stream`` (stdout by default).
 
-    Safe to call again: the previous handler is replaced, and loggers obtained earlier write to the new stream.
+    ``json_output=None`` picks the format from the stream (see ``use_json``). Safe to call again: the previous
+    handler is replaced, and loggers obtained earlier write to the new stream.
     """
     numeric_level = logging.getLevelNamesMapping().get(level.upper())
     if numeric_level is None:
         raise ValueError(f"unknown log level {level!r}")
+    json_output = use_json(json_output, stream)
 
     # The structlog side only gathers call-site data and hands the event dict to stdlib logging. It does not
     # depend on service, stream or format, so loggers cached on first use stay valid across reconfiguration.
@@ -78,6 +95,8 @@ def configure_logging(
         old.close()
     root.addHandler(handler)
     root.setLevel(numeric_level)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING))
 
 
 def get_logger(name: str | None = None, **initial: object) -> FilteringBoundLogger:

@@ -4,6 +4,7 @@ stops everything with no process left behind."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -36,6 +37,7 @@ def platform_env(data_dir: Path) -> dict[str, str]:
         PATRIOT_EMBEDDED_REDIS_PORT=str(free_port()),
         PATRIOT_MD_SIMULATOR_PORT=str(free_port()),
         PATRIOT_API_PORT=str(free_port()),
+        PATRIOT_DAGSTER_PORT=str(free_port()),
         PATRIOT_LOG_JSON="false",
     )
     return env
@@ -70,7 +72,7 @@ def leftovers(data_dir: Path, timeout_s: float = 20.0) -> list[str]:
         time.sleep(0.25)
 
 
-def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 120) -> list[str]:
+def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 400) -> list[str]:
     lines: list[str] = []
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
@@ -179,6 +181,79 @@ def test_up_twice_reuses_data_and_down_stops_everything(tmp_path: Path) -> None:
         if second.poll() is None:
             second.kill()
     assert leftovers(data_dir) == []
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Stop `up` as Ctrl-C does (so a failed test leaves no services behind), killing it only if that fails."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+SERVICES = ("relay", "simulator", "marketdata", "accounts", "orders", "lifecycle", "risk", "api", "dagster")
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args], env=env, text=True, capture_output=True, timeout=120
+    )
+
+
+def answers(address: str) -> bool:
+    """Whether ``host:port`` (or ``http://host:port``) accepts a connection right now."""
+    host, _, port = address.removeprefix("http://").partition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def test_up_is_printed_once_every_service_answers_and_status_and_down_tell_the_truth(tmp_path: Path) -> None:
+    data_dir = tmp_path / "first-hour"
+    env = platform_env(data_dir)
+    proc = start_up(env)
+    try:
+        lines = wait_for_line(proc, "PATRIOT is up")
+        later: list[str] = []
+        drain(proc, later)
+        # no retry: the moment "up" is printed, the API and Dagster answer their health checks
+        with urllib.request.urlopen(f"http://127.0.0.1:{env['PATRIOT_API_PORT']}/ready", timeout=5) as ready:
+            assert ready.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{env['PATRIOT_DAGSTER_PORT']}/server_info", timeout=5) as info:
+            assert info.status == 200
+        assert "connection failed" not in "".join(lines)  # the simulator listened before market data started
+
+        # a second shell with no port variables: the embedded ports are remembered in the data dir
+        shell = {k: v for k, v in env.items() if not k.startswith("PATRIOT_EMBEDDED_")}
+        status = cli(shell, "status")
+        assert status.returncode == 0, status.stderr
+        rows = {line.split()[0]: line.split() for line in status.stdout.splitlines() if line.startswith("  ")}
+        assert rows["postgres"][1] == rows["valkey"][1] == "running", status.stdout
+        for name in SERVICES:
+            row = rows[name]
+            assert row[1] == "running" and row[2].isdigit() and psutil.pid_exists(int(row[2])), status.stdout
+            assert re.fullmatch(r"(\d+h)?\d+m\d\ds", row[-1]), status.stdout  # uptime
+        addresses = [row[3] for row in rows.values() if row[3] != "-"]
+        assert f"127.0.0.1:{env['PATRIOT_EMBEDDED_PG_PORT']}" in addresses
+        assert f"http://127.0.0.1:{env['PATRIOT_API_PORT']}" in addresses
+        assert f"http://127.0.0.1:{env['PATRIOT_DAGSTER_PORT']}" in addresses
+        assert all(answers(address) for address in addresses), status.stdout
+        assert f"API:     http://127.0.0.1:{env['PATRIOT_API_PORT']}" in status.stdout
+
+        down = cli(shell, "down")
+        assert down.returncode == 0, down.stderr
+        proc.wait(60)
+    finally:
+        stop(proc)
+    stopped = down.stdout.removeprefix("stopped: ").strip().split(", ")
+    assert stopped[0].startswith("supervisor (pid"), down.stdout
+    assert set(stopped[1:]) == {*SERVICES, "postgres", "valkey"}, down.stdout
+    assert leftovers(data_dir, timeout_s=5) == []
+    assert "nothing was running" in cli(shell, "down").stdout  # and a second `down` has nothing left to stop
 
 
 def test_prod_mode_without_master_key_refuses_to_start(tmp_path: Path) -> None:

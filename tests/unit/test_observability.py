@@ -253,3 +253,47 @@ def test_otlp_endpoint_without_exporter_package_raises_runtime_error(monkeypatch
 
     with pytest.raises(RuntimeError, match="pip install opentelemetry-exporter-otlp"):
         _otlp_exporter("http://collector:4317")
+
+
+class _Terminal(io.StringIO):
+    """A stream that says it is a terminal, as stdout does in an interactive shell."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_format_is_readable_on_a_terminal_and_json_otherwise_or_when_asked() -> None:
+    from core.observability.logging import use_json
+
+    assert use_json(None, _Terminal()) is False
+    assert use_json(None, io.StringIO()) is True
+    assert use_json(True, _Terminal()) is True  # PATRIOT_LOG_JSON=1 wins on a terminal
+    assert use_json(False, io.StringIO()) is False
+
+
+def test_unset_log_json_renders_human_lines_on_a_terminal_and_json_on_a_pipe() -> None:
+    from core.settings import ObservabilitySettings
+
+    unset = ObservabilitySettings.model_validate({}).log_json
+    terminal, pipe = _Terminal(), io.StringIO()
+    try:
+        configure_logging("tty-svc", json_output=unset, stream=terminal)
+        get_logger("t").info("hello terminal", n=1)
+        configure_logging("pipe-svc", json_output=unset, stream=pipe)
+        get_logger("t").info("hello pipe", n=2)
+    finally:
+        configure_logging("test")
+    line = terminal.getvalue().strip()
+    assert "hello terminal" in line and not line.startswith("{")
+    assert lines(pipe)[0]["event"] == "hello pipe"
+
+
+def test_alembic_info_lines_are_quiet_but_its_warnings_are_shown() -> None:
+    stream = io.StringIO()
+    try:
+        configure_logging("cli", stream=stream)
+        logging.getLogger("alembic.runtime.migration").info("Running upgrade 0001 -> 0002")
+        logging.getLogger("alembic.runtime.migration").warning("something odd")
+    finally:
+        configure_logging("test")
+    assert [line["event"] for line in lines(stream)] == ["something odd"]

@@ -316,6 +316,8 @@ async def test_create_admin_command_makes_an_admin_who_can_log_in(api: ApiHarnes
         [sys.executable, "-m", "cli.main", "create-admin", name], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    # the one useful line, not Alembic's INFO line per migration step before it
+    assert f"admin {name!r} ready" in done.stdout and "alembic" not in (done.stdout + done.stderr).lower()
     login = await api.client.post("/auth/login", json={"username": name, "password": "first-admin-password"})
     assert login.status_code == 200, login.text
     me = await api.client.get("/auth/me", headers={"Authorization": f"Bearer {login.json()['access_token']}"})
