@@ -87,14 +87,19 @@ class RateLimiter:
     async def hit(self, scope: str, who: str, now: float | None = None) -> Verdict:
         return (await self.hit_all([(scope, who)], now))[0]
 
-    async def hit_all(self, hits: list[tuple[str, str]], now: float | None = None) -> list[Verdict]:
-        """Count one hit for each ``(scope, who)`` in one round trip; a verdict per hit, in order."""
+    async def hit_all(
+        self, hits: list[tuple[str, str]], now: float | None = None, *, fail_closed: bool = False
+    ) -> list[Verdict]:
+        """Count one hit for each ``(scope, who)`` in one round trip; a verdict per hit, in order. Without Redis
+        the hits pass, unless ``fail_closed`` (then a 503 naming Redis)."""
         now = time.time() if now is None else now
         window = int(now // WINDOW_S)
         keys = [f"{self._prefix}{scope}:{who}:{window}" for scope, who in hits]
         try:
             counts = [int(n) for n in await self._script(keys=keys, args=[WINDOW_S + 1])]
         except (RedisError, OSError) as exc:
+            if fail_closed:
+                raise DependencyUnavailable("redis", "redis is unavailable: retry shortly") from exc
             log.warning("rate limit check failed; letting the request through", error=repr(exc))
             counts = [0] * len(hits)
         return [self._verdict(scope, count, now) for (scope, _), count in zip(hits, counts, strict=True)]
@@ -171,9 +176,10 @@ def _too_many(verdict: Verdict, scope: str) -> ApiError:
     )
 
 
-async def _enforce(state: ApiState, hits: list[tuple[str, str]]) -> None:
+async def _enforce(state: ApiState, hits: list[tuple[str, str]], *, fail_closed: bool = False) -> None:
     """Count every hit, then refuse (429) with the first scope over its limit."""
-    for (scope, _), verdict in zip(hits, await rate_limiter(state).hit_all(hits), strict=True):
+    verdicts = await rate_limiter(state).hit_all(hits, fail_closed=fail_closed)
+    for (scope, _), verdict in zip(hits, verdicts, strict=True):
         if not verdict.allowed:
             raise _too_many(verdict, scope)
 
@@ -219,9 +225,10 @@ async def check_link_redemption(state: ApiState, client_ip: str | None, token_id
 async def check_login(state: ApiState, client_ip: str | None, username: str) -> None:
     """A login attempt, whatever its outcome, per ``(username, address)`` (guessing one password) and per address
     (a password check costs about half a second of CPU by design). No limit is per username alone: failures from
-    one address never refuse the right password from another."""
+    one address never refuse the right password from another. Without Redis no password is checked (503): an
+    outage must not open a window for unthrottled guessing."""
     address = client_ip or "-"
-    await _enforce(state, [(LOGIN_IP, address), (LOGIN, f"{address}/{username}")])
+    await _enforce(state, [(LOGIN_IP, address), (LOGIN, f"{address}/{username}")], fail_closed=True)
 
 
 def _bears_token(scope: dict[str, Any]) -> bool:
